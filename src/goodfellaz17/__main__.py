@@ -1,0 +1,3 @@
+from goodfellaz17.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): orders, admin, internal, health, metrics, console."""

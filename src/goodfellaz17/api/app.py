@@ -1,0 +1,69 @@
+"""The FastAPI application: create_app(settings, database_url) and its lifespan.
+
+Nothing happens at import time. The lifespan opens the pool and, when this
+process runs the worker, starts it in the same event loop and stops it
+gracefully (finish in-flight tasks, hand back the rest) on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from goodfellaz17 import __version__
+from goodfellaz17.api.auth import KeyRing
+from goodfellaz17.api.deps import AppContext
+from goodfellaz17.api.errors import install_error_handlers
+from goodfellaz17.api.middleware import RequestGuardMiddleware
+from goodfellaz17.api.routes import health, orders
+from goodfellaz17.db.pool import create_pool
+from goodfellaz17.db.repository import Repository
+from goodfellaz17.logs import get_logger
+from goodfellaz17.settings import Settings
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings, database_url: str, *, run_worker: bool | None = None) -> FastAPI:
+    """The app. `run_worker` defaults to GOODFELLAZ17_WORKER_ENABLED."""
+    with_worker = settings.worker_enabled if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(database_url, settings, application_name="goodfellaz17-api")
+        await pool.open(wait=False)
+        repo = Repository(pool)
+        ctx = AppContext(settings=settings, repo=repo, keyring=KeyRing(settings.api_keys))
+        app.state.ctx = ctx
+        worker_task = None
+        if with_worker:
+            from goodfellaz17.worker.worker import OrderDeliveryWorker
+
+            ctx.worker = OrderDeliveryWorker(settings, database_url)
+            worker_task = await ctx.worker.start()
+        log.info("api started", worker=with_worker, version=__version__)
+        try:
+            yield
+        finally:
+            if ctx.worker is not None:
+                await ctx.worker.stop()
+                if worker_task is not None:
+                    await worker_task
+            await pool.close()
+            log.info("api stopped")
+
+    app = FastAPI(
+        title="goodfellaz17",
+        version=__version__,
+        description="A durable order delivery engine. Every /api/ path needs X-Api-Key.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes, json_prefixes=("/api/",)
+    )
+    app.include_router(health.router)
+    app.include_router(orders.router)
+    return app

@@ -1,0 +1,61 @@
+"""Schema migrations: plain SQL files under migrations/, applied by yoyo.
+
+Start-up of several replicas at once is safe: the whole run happens while
+holding a PostgreSQL advisory lock on a separate connection, so exactly one
+process applies pending migrations and the others then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_ID = 0x6F6F_6466_6C7A  # "goodflz": an arbitrary, fixed bigint
+
+
+def migrations_dir() -> str:
+    return str(resources.files(__package__).joinpath("migrations"))
+
+
+def _yoyo_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def apply_migrations(url: str) -> list[str]:
+    """Apply every pending migration; return the ids applied (empty if none)."""
+    from yoyo import get_backend, read_migrations
+
+    with psycopg.connect(url, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            backend = get_backend(_yoyo_url(url))
+            try:
+                migrations = read_migrations(migrations_dir())
+                with backend.lock():
+                    pending = backend.to_apply(migrations)
+                    backend.apply_migrations(pending)
+                applied = [m.id for m in pending]
+            finally:
+                backend.connection.close()
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    for migration_id in applied:
+        log.info("migration applied", extra={"migration": migration_id})
+    return applied
+
+
+def pending_migrations(url: str) -> list[str]:
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(_yoyo_url(url))
+    try:
+        return [m.id for m in backend.to_apply(read_migrations(migrations_dir()))]
+    finally:
+        backend.connection.close()

@@ -1,0 +1,95 @@
+"""Connections: where the database is, and the async pool every caller shares."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from goodfellaz17.db.embedded import EmbeddedPostgres
+from goodfellaz17.settings import Settings
+
+AsyncConn = psycopg.AsyncConnection[DictRow]
+
+
+class DatabaseLocation:
+    """Resolves the database URL: DATABASE_URL, or the embedded server."""
+
+    def __init__(self, settings: Settings, *, stop_embedded_on_exit: bool = True) -> None:
+        self._settings = settings
+        self._embedded: EmbeddedPostgres | None = None
+        self._stop_embedded_on_exit = stop_embedded_on_exit
+        self._url: str | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self._settings.database_url is None
+
+    def url(self) -> str:
+        if self._url is None:
+            if self._settings.database_url is not None:
+                self._url = self._settings.database_url.get_secret_value()
+            else:
+                self._embedded = EmbeddedPostgres(
+                    self._settings.data_dir, stop_on_exit=self._stop_embedded_on_exit
+                )
+                self._url = self._embedded.start()
+        return self._url
+
+    def close(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+            self._url = None
+
+
+def connection_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
+    options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return {
+        "autocommit": True,
+        "row_factory": dict_row,
+        "prepare_threshold": settings.db_prepare_threshold,
+        "application_name": application_name,
+        "connect_timeout": max(1, int(settings.db_connect_timeout_seconds)),
+        "options": options,
+    }
+
+
+def create_pool(
+    url: str,
+    settings: Settings,
+    *,
+    application_name: str = "goodfellaz17",
+    min_size: int | None = None,
+    max_size: int | None = None,
+) -> AsyncConnectionPool[AsyncConn]:
+    """An unopened pool; callers `await pool.open()` inside their event loop."""
+    max_size = max_size or settings.db_pool_max_size
+    min_size = min(min_size if min_size is not None else settings.db_pool_min_size, max_size)
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=connection_kwargs(settings, application_name),
+        connection_class=psycopg.AsyncConnection[DictRow],
+        open=False,
+        timeout=settings.db_connect_timeout_seconds,
+        reconnect_timeout=0,  # keep trying for ever: the database may come back
+        name=application_name,
+    )
+
+
+@asynccontextmanager
+async def open_pool(
+    url: str, settings: Settings, **kwargs: Any
+) -> AsyncIterator[AsyncConnectionPool[AsyncConn]]:
+    pool = create_pool(url, settings, **kwargs)
+    await pool.open(wait=False)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -1,0 +1,358 @@
+-- Every runtime SQL statement of goodfellaz17, by name.
+--
+-- Names are noun first (order_create, task_claim_batch). Every state change
+-- of a task is guarded in its WHERE clause (status and fencing token), so a
+-- statement that changes zero rows means "someone else owns this now".
+-- Batch statements take parallel arrays and unnest them: one round trip per
+-- batch, never one per task.
+
+-- ---------------------------------------------------------------- orders
+
+-- name: order_create
+-- The order and all its tasks in one statement (one round trip, one
+-- transaction). With an idempotency key already used, nothing is inserted and
+-- no row comes back.
+WITH new_order AS (
+    INSERT INTO orders (quantity, target, backend, task_count, idempotency_key, request_hash)
+    VALUES (%(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
+            %(idempotency_key)s, %(request_hash)s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+), new_tasks AS (
+    INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
+    SELECT o.id, s.ord - 1, s.qty,
+           extract(epoch FROM o.created_at) + (s.ord - 1) * %(fair_share_seconds)s,
+           o.created_at
+    FROM new_order o, unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
+    RETURNING 1
+)
+SELECT o.*, (SELECT count(*) FROM new_tasks) AS tasks_created
+FROM new_order o;
+
+-- name: order_get
+SELECT * FROM orders WHERE id = %(order_id)s;
+
+-- name: order_get_by_idempotency_key
+SELECT * FROM orders WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: order_list
+SELECT * FROM orders
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(before_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(before_created_at)s::timestamptz, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: order_task_summary
+-- Count and units per task status of one order.
+SELECT status, count(*) AS tasks, COALESCE(sum(quantity), 0) AS units
+FROM order_tasks
+WHERE order_id = %(order_id)s
+GROUP BY status;
+
+-- name: order_tasks_list
+SELECT id, order_id, seq, quantity, status, attempts, retry_after, last_error, executed_at,
+       lease_owner, lease_expires_at, fencing_token, node_id, started_at, created_at
+FROM order_tasks
+WHERE order_id = %(order_id)s
+ORDER BY seq;
+
+-- ---------------------------------------------------------------- tasks (the worker's hot path)
+
+-- name: task_claim_batch
+-- Claim up to `limit` due tasks in fair queue order, skipping rows other
+-- workers hold, only for backends with a healthy node, never for a COMPLETED
+-- order, and not at all while chaos injection pauses the workers. Each claim
+-- gets a new fencing token and a node, round-robin over the healthy ones.
+WITH healthy AS (
+    SELECT provider, array_agg(id ORDER BY id) AS node_ids
+    FROM nodes
+    WHERE enabled
+      AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now())
+    GROUP BY provider
+), due AS (
+    SELECT t.id, o.target, o.backend
+    FROM order_tasks t
+    JOIN orders o ON o.id = t.order_id
+    WHERE t.status IN ('PENDING', 'FAILED_RETRYING')
+      AND (t.retry_after IS NULL OR t.retry_after <= now())
+      AND t.queue_position >= %(from_position)s
+      AND o.status <> 'COMPLETED'
+      AND o.backend IN (SELECT provider FROM healthy)
+      AND NOT EXISTS (
+          SELECT 1 FROM chaos_settings c
+          WHERE c.enabled AND c.worker_paused AND (c.expires_at IS NULL OR c.expires_at > now()))
+    ORDER BY t.queue_position
+    LIMIT %(limit)s
+    FOR UPDATE OF t SKIP LOCKED
+), assigned AS (
+    SELECT d.id, d.target, d.backend,
+           h.node_ids[1 + ((row_number() OVER () + %(node_offset)s) %% cardinality(h.node_ids))]
+               AS node_id
+    FROM due d
+    JOIN healthy h ON h.provider = d.backend
+)
+UPDATE order_tasks t SET
+    status = 'EXECUTING',
+    attempts = t.attempts + 1,
+    lease_owner = %(worker_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    fencing_token = nextval('order_tasks_fencing_token_seq'),
+    node_id = a.node_id,
+    started_at = now()
+FROM assigned a
+JOIN nodes n ON n.id = a.node_id
+WHERE t.id = a.id
+RETURNING t.id, t.order_id, t.seq, t.quantity, t.attempts, t.fencing_token, t.queue_position,
+          a.target, a.backend, n.id AS node_id, n.node_identifier, n.endpoint,
+          n.capacity_per_hour;
+
+-- name: task_next_retry_at
+-- When the earliest backing-off task becomes due, so an idle worker can wake then.
+SELECT min(retry_after) AS next_retry_at, now() AS db_now
+FROM order_tasks
+WHERE status = 'FAILED_RETRYING';
+
+-- name: task_complete_many
+-- Fenced: only the claim that still holds the token may complete; a worker
+-- whose lease was rescued or re-claimed changes nothing and counts nothing.
+-- The accounting triggers add the units to the orders, once per statement.
+UPDATE order_tasks t SET
+    status = 'COMPLETED',
+    executed_at = now()
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS c (id, token)
+WHERE t.id = c.id
+  AND t.fencing_token = c.token
+  AND t.status = 'EXECUTING'
+RETURNING t.id;
+
+-- name: task_fail_many
+-- Fenced like completion. Retryable failures back off (the delay comes with
+-- full jitter from the worker); permanent errors and exhausted attempts go to
+-- the dead-letter queue.
+UPDATE order_tasks t SET
+    status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                  THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+    retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                       THEN NULL ELSE now() + make_interval(secs => f.delay) END,
+    queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                          THEN t.queue_position
+                          ELSE extract(epoch FROM now()) + f.delay END,
+    last_error = f.error,
+    executed_at = now()
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(errors)s::text[],
+            %(permanent)s::boolean[], %(delays)s::double precision[])
+     AS f (id, token, error, permanent, delay)
+WHERE t.id = f.id
+  AND t.fencing_token = f.token
+  AND t.status = 'EXECUTING'
+RETURNING t.id, t.order_id, t.status, t.attempts;
+
+-- name: task_release_many
+-- A stopping worker hands back claims it never started: PENDING again, and
+-- the attempt it took is refunded.
+UPDATE order_tasks t SET
+    status = 'PENDING',
+    attempts = greatest(t.attempts - 1, 0),
+    retry_after = NULL,
+    lease_expires_at = NULL,
+    node_id = NULL,
+    started_at = NULL
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS c (id, token)
+WHERE t.id = c.id
+  AND t.fencing_token = c.token
+  AND t.status = 'EXECUTING'
+RETURNING t.id;
+
+-- name: task_extend_leases
+-- Heartbeat for long tasks. A task missing from the result has lost its
+-- lease: its worker must stop counting on it.
+UPDATE order_tasks t SET
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS c (id, token)
+WHERE t.id = c.id
+  AND t.fencing_token = c.token
+  AND t.status = 'EXECUTING'
+RETURNING t.id;
+
+-- name: task_rescue_orphans
+-- Tasks EXECUTING past their lease (their worker died or hung) go back to
+-- FAILED_RETRYING with a short jittered backoff, or to the dead-letter queue
+-- when out of attempts. SKIP LOCKED: several rescuers never collide, and a
+-- task whose worker is completing it right now is left to that worker.
+WITH expired AS (
+    SELECT id
+    FROM order_tasks
+    WHERE status = 'EXECUTING' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), decided AS (
+    SELECT t.id, t.attempts >= %(max_attempts)s AS exhausted,
+           random() * least(%(backoff_max)s,
+                            %(backoff_base)s * power(2, least(greatest(t.attempts - 1, 0), 30)))
+               AS delay
+    FROM order_tasks t JOIN expired e ON e.id = t.id
+)
+UPDATE order_tasks t SET
+    status = CASE WHEN d.exhausted THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+    retry_after = CASE WHEN d.exhausted THEN NULL ELSE now() + make_interval(secs => d.delay) END,
+    queue_position = CASE WHEN d.exhausted THEN t.queue_position
+                          ELSE extract(epoch FROM now()) + d.delay END,
+    last_error = format('orphaned: worker %%s lost its lease (expired %%s, attempt %%s)',
+                        t.lease_owner, t.lease_expires_at, t.attempts),
+    executed_at = now()
+FROM decided d
+WHERE t.id = d.id
+RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity;
+
+-- ---------------------------------------------------------------- nodes
+
+-- name: node_record_outcomes
+-- Per node: units delivered, failures that count against its health, and the
+-- failures since its last success in this batch. Consecutive failures at the
+-- threshold open the circuit for the cool-down; a success closes it. All
+-- arithmetic reads the locked row (n), so concurrent workers never lose counts.
+UPDATE nodes n SET
+    total_delivered = n.total_delivered + u.delivered_units,
+    total_failures = n.total_failures + u.failures,
+    consecutive_failures = CASE WHEN u.had_success THEN u.trailing_failures
+                                ELSE n.consecutive_failures + u.trailing_failures END,
+    circuit_state = CASE
+        WHEN (CASE WHEN u.had_success THEN u.trailing_failures
+                   ELSE n.consecutive_failures + u.trailing_failures END) >= %(threshold)s
+            THEN 'OPEN'
+        WHEN u.had_success THEN 'CLOSED'
+        ELSE n.circuit_state END,
+    circuit_opened_until = CASE
+        WHEN (CASE WHEN u.had_success THEN u.trailing_failures
+                   ELSE n.consecutive_failures + u.trailing_failures END) >= %(threshold)s
+            THEN CASE WHEN n.circuit_state = 'OPEN' AND n.circuit_opened_until > now()
+                      THEN n.circuit_opened_until
+                      ELSE now() + make_interval(secs => %(cooldown_seconds)s) END
+        WHEN u.had_success THEN NULL
+        ELSE n.circuit_opened_until END,
+    last_success_at = CASE WHEN u.had_success THEN now() ELSE n.last_success_at END,
+    last_failure_at = CASE WHEN u.failures > 0 THEN now() ELSE n.last_failure_at END,
+    last_error = COALESCE(u.last_error, n.last_error),
+    updated_at = now()
+FROM unnest(%(node_ids)s::bigint[], %(delivered_units)s::bigint[], %(failures)s::int[],
+            %(had_success)s::boolean[], %(trailing_failures)s::int[], %(last_errors)s::text[])
+     AS u (node_id, delivered_units, failures, had_success, trailing_failures, last_error)
+WHERE n.id = u.node_id;
+
+-- name: node_create
+INSERT INTO nodes (provider, node_identifier, endpoint, capacity_per_hour)
+VALUES (%(provider)s, %(node_identifier)s, %(endpoint)s, %(capacity_per_hour)s)
+ON CONFLICT (provider, node_identifier) DO NOTHING
+RETURNING *,
+    CASE WHEN NOT enabled THEN 'DISABLED'
+         WHEN circuit_state = 'OPEN' AND circuit_opened_until <= now() THEN 'HALF_OPEN'
+         ELSE circuit_state END AS effective_state;
+
+-- name: node_list
+SELECT *,
+    CASE WHEN NOT enabled THEN 'DISABLED'
+         WHEN circuit_state = 'OPEN' AND circuit_opened_until <= now() THEN 'HALF_OPEN'
+         ELSE circuit_state END AS effective_state,
+    enabled AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now()) AS healthy
+FROM nodes
+ORDER BY provider, node_identifier;
+
+-- name: node_set_enabled
+UPDATE nodes SET enabled = %(enabled)s, updated_at = now(),
+    consecutive_failures = CASE WHEN %(enabled)s THEN 0 ELSE consecutive_failures END,
+    circuit_state = CASE WHEN %(enabled)s THEN 'CLOSED' ELSE circuit_state END,
+    circuit_opened_until = CASE WHEN %(enabled)s THEN NULL ELSE circuit_opened_until END
+WHERE id = %(node_id)s
+RETURNING *,
+    CASE WHEN NOT enabled THEN 'DISABLED'
+         WHEN circuit_state = 'OPEN' AND circuit_opened_until <= now() THEN 'HALF_OPEN'
+         ELSE circuit_state END AS effective_state;
+
+-- ---------------------------------------------------------------- workers
+
+-- name: worker_register
+INSERT INTO workers (id, hostname, pid)
+VALUES (%(worker_id)s, %(hostname)s, %(pid)s)
+ON CONFLICT (id) DO UPDATE SET
+    status = 'RUNNING', last_heartbeat_at = now(), stopped_at = NULL;
+
+-- name: worker_heartbeat
+UPDATE workers SET
+    last_heartbeat_at = now(),
+    status = %(status)s,
+    stopped_at = CASE WHEN %(status)s = 'STOPPED' THEN now() ELSE NULL END,
+    total_processed = %(total_processed)s,
+    total_completed = %(total_completed)s,
+    total_failed = %(total_failed)s,
+    total_retries = %(total_retries)s,
+    recovered_orphans = %(recovered_orphans)s
+WHERE id = %(worker_id)s;
+
+-- ---------------------------------------------------------------- chaos
+
+-- name: chaos_get
+SELECT enabled AND (expires_at IS NULL OR expires_at > now()) AS active,
+       enabled, worker_paused, failure_rate, latency_ms, expires_at, updated_by, updated_at,
+       now() AS db_now
+FROM chaos_settings
+WHERE id = 1;
+
+-- ---------------------------------------------------------------- invariants
+
+-- name: invariant_order_checks
+SELECT check_name, expected, actual, passed
+FROM v_order_invariants
+WHERE order_id = %(order_id)s;
+
+-- name: invariant_global_summary
+-- One pass over order_tasks for every order; at most `max_violations` listed.
+WITH violations AS (
+    SELECT order_id, check_name, expected, actual
+    FROM v_order_invariants
+    WHERE NOT passed
+)
+SELECT (SELECT count(*) FROM orders) AS orders_checked,
+       (SELECT count(*) FROM violations) AS violation_count,
+       COALESCE((SELECT jsonb_agg(to_jsonb(v) ORDER BY v.order_id, v.check_name)
+                 FROM (SELECT * FROM violations ORDER BY order_id, check_name
+                       LIMIT %(max_violations)s) v), '[]'::jsonb) AS violations;
+
+-- name: invariant_log_order
+INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks, orders_checked,
+                                 duration_ms)
+VALUES (%(order_id)s, %(scope)s, %(passed)s, %(failed_checks)s, %(checks)s, %(orders_checked)s,
+        %(duration_ms)s)
+RETURNING check_timestamp;
+
+-- name: invariant_log_global
+-- One GLOBAL row, plus one row per violating order so that the runbook's
+-- per-order query shows global failures too.
+WITH per_order AS (
+    INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks,
+                                     orders_checked, duration_ms)
+    SELECT (v ->> 'orderId')::uuid, 'GLOBAL', false, array_agg(DISTINCT v ->> 'check'),
+           jsonb_agg(v), 1, %(duration_ms)s
+    FROM jsonb_array_elements(%(violations)s::jsonb) v
+    GROUP BY v ->> 'orderId'
+)
+INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks, orders_checked,
+                                 duration_ms)
+VALUES (NULL, 'GLOBAL', %(passed)s,
+        ARRAY(SELECT DISTINCT v ->> 'check' FROM jsonb_array_elements(%(violations)s::jsonb) v),
+        %(violations)s::jsonb, %(orders_checked)s, %(duration_ms)s)
+RETURNING check_timestamp;
+
+-- name: node_upsert
+-- Register a node or reset an existing one to enabled with a new capacity.
+INSERT INTO nodes (provider, node_identifier, capacity_per_hour)
+VALUES (%(provider)s, %(node_identifier)s, %(capacity_per_hour)s)
+ON CONFLICT (provider, node_identifier) DO UPDATE SET
+    capacity_per_hour = EXCLUDED.capacity_per_hour,
+    enabled = true,
+    circuit_state = 'CLOSED',
+    consecutive_failures = 0,
+    circuit_opened_until = NULL,
+    updated_at = now()
+RETURNING *;

@@ -1,0 +1,375 @@
+"""One typed method per named query: the only place the engine runs SQL.
+
+Methods take a connection or use the pool; they never decide policy (that is
+the worker's and the services' job) and never loop over tasks issuing one
+statement each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool
+
+from goodfellaz17.db.pool import AsyncConn
+from goodfellaz17.db.queries import load_queries
+
+Row = dict[str, Any]
+
+# One second of queue position per task already ahead in the same order:
+# a big order interleaves with later orders instead of blocking them.
+FAIR_SHARE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    id: uuid.UUID
+    order_id: uuid.UUID
+    seq: int
+    quantity: int
+    attempt: int
+    fencing_token: int
+    queue_position: float
+    target: str
+    backend: str
+    node_id: int
+    node_identifier: str
+    endpoint: str | None
+    capacity_per_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    task_id: uuid.UUID
+    fencing_token: int
+    error: str
+    permanent: bool
+    delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    node_id: int
+    delivered_units: int
+    failures: int
+    had_success: bool
+    trailing_failures: int
+    last_error: str | None
+
+
+class Repository:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConn]) -> None:
+        self.pool = pool
+        self.q = load_queries()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConn]:
+        async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConn]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    async def _fetchall(
+        self, name: str, params: dict[str, Any] | None = None, conn: AsyncConn | None = None
+    ) -> list[DictRow]:
+        query: LiteralString = self.q[name]
+        if conn is not None:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+        async with self.pool.connection() as c:
+            cur = await c.execute(query, params)
+            return await cur.fetchall()
+
+    async def _fetchone(
+        self, name: str, params: dict[str, Any] | None = None, conn: AsyncConn | None = None
+    ) -> DictRow | None:
+        rows = await self._fetchall(name, params, conn)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------ orders
+
+    async def create_order(
+        self,
+        *,
+        quantity: int,
+        target: str,
+        backend: str,
+        sizes: Sequence[int],
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> Row | None:
+        """Insert the order and its tasks; None when the idempotency key exists."""
+        return await self._fetchone(
+            "order_create",
+            {
+                "quantity": quantity,
+                "target": target,
+                "backend": backend,
+                "sizes": list(sizes),
+                "idempotency_key": idempotency_key,
+                "request_hash": request_hash,
+                "fair_share_seconds": FAIR_SHARE_SECONDS,
+            },
+        )
+
+    async def get_order(self, order_id: uuid.UUID, conn: AsyncConn | None = None) -> Row | None:
+        return await self._fetchone("order_get", {"order_id": order_id}, conn)
+
+    async def get_order_by_idempotency_key(self, key: str) -> Row | None:
+        return await self._fetchone("order_get_by_idempotency_key", {"idempotency_key": key})
+
+    async def list_orders(
+        self,
+        *,
+        status: str | None,
+        limit: int,
+        before: tuple[datetime, uuid.UUID] | None,
+    ) -> list[DictRow]:
+        return await self._fetchall(
+            "order_list",
+            {
+                "status": status,
+                "limit": limit,
+                "before_created_at": before[0] if before else None,
+                "before_id": before[1] if before else None,
+            },
+        )
+
+    async def order_task_summary(
+        self, order_id: uuid.UUID, conn: AsyncConn | None = None
+    ) -> list[DictRow]:
+        return await self._fetchall("order_task_summary", {"order_id": order_id}, conn)
+
+    async def list_order_tasks(self, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("order_tasks_list", {"order_id": order_id})
+
+    # ------------------------------------------------------------ tasks
+
+    async def claim_tasks(
+        self,
+        conn: AsyncConn,
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        from_position: float = float("-inf"),
+        node_offset: int = 0,
+    ) -> list[ClaimedTask]:
+        rows = await self._fetchall(
+            "task_claim_batch",
+            {
+                "worker_id": worker_id,
+                "limit": limit,
+                "lease_seconds": lease_seconds,
+                "from_position": from_position,
+                "node_offset": node_offset,
+            },
+            conn,
+        )
+        return [
+            ClaimedTask(
+                id=r["id"],
+                order_id=r["order_id"],
+                seq=r["seq"],
+                quantity=r["quantity"],
+                attempt=r["attempts"],
+                fencing_token=r["fencing_token"],
+                queue_position=r["queue_position"],
+                target=r["target"],
+                backend=r["backend"],
+                node_id=r["node_id"],
+                node_identifier=r["node_identifier"],
+                endpoint=r["endpoint"],
+                capacity_per_hour=r["capacity_per_hour"],
+            )
+            for r in rows
+        ]
+
+    async def next_retry_at(self, conn: AsyncConn) -> tuple[datetime | None, datetime]:
+        row = await self._fetchone("task_next_retry_at", None, conn)
+        assert row is not None
+        return row["next_retry_at"], row["db_now"]
+
+    async def complete_tasks(
+        self, conn: AsyncConn, done: Sequence[tuple[uuid.UUID, int]]
+    ) -> set[uuid.UUID]:
+        """Fenced batch completion; returns the ids that really completed."""
+        rows = await self._fetchall(
+            "task_complete_many",
+            {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]},
+            conn,
+        )
+        return {r["id"] for r in rows}
+
+    async def fail_tasks(
+        self, conn: AsyncConn, failures: Sequence[TaskFailure], *, max_attempts: int
+    ) -> list[DictRow]:
+        """Fenced batch failure; returns id, order_id, new status, attempts."""
+        return await self._fetchall(
+            "task_fail_many",
+            {
+                "ids": [f.task_id for f in failures],
+                "tokens": [f.fencing_token for f in failures],
+                "errors": [f.error for f in failures],
+                "permanent": [f.permanent for f in failures],
+                "delays": [f.delay_seconds for f in failures],
+                "max_attempts": max_attempts,
+            },
+            conn,
+        )
+
+    async def release_tasks(
+        self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]]
+    ) -> set[uuid.UUID]:
+        rows = await self._fetchall(
+            "task_release_many",
+            {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
+            conn,
+        )
+        return {r["id"] for r in rows}
+
+    async def extend_leases(
+        self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+    ) -> set[uuid.UUID]:
+        rows = await self._fetchall(
+            "task_extend_leases",
+            {
+                "ids": [c[0] for c in claims],
+                "tokens": [c[1] for c in claims],
+                "lease_seconds": lease_seconds,
+            },
+            conn,
+        )
+        return {r["id"] for r in rows}
+
+    async def rescue_orphans(
+        self,
+        conn: AsyncConn,
+        *,
+        limit: int,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_max: float,
+    ) -> list[DictRow]:
+        return await self._fetchall(
+            "task_rescue_orphans",
+            {
+                "limit": limit,
+                "max_attempts": max_attempts,
+                "backoff_base": backoff_base,
+                "backoff_max": backoff_max,
+            },
+            conn,
+        )
+
+    # ------------------------------------------------------------ nodes
+
+    async def record_node_outcomes(
+        self,
+        conn: AsyncConn,
+        outcomes: Sequence[NodeOutcome],
+        *,
+        threshold: int,
+        cooldown_seconds: float,
+    ) -> None:
+        await conn.execute(
+            self.q["node_record_outcomes"],
+            {
+                "node_ids": [o.node_id for o in outcomes],
+                "delivered_units": [o.delivered_units for o in outcomes],
+                "failures": [o.failures for o in outcomes],
+                "had_success": [o.had_success for o in outcomes],
+                "trailing_failures": [o.trailing_failures for o in outcomes],
+                "last_errors": [o.last_error for o in outcomes],
+                "threshold": threshold,
+                "cooldown_seconds": cooldown_seconds,
+            },
+        )
+
+    async def create_node(
+        self,
+        *,
+        provider: str,
+        node_identifier: str,
+        endpoint: str | None,
+        capacity_per_hour: int,
+    ) -> Row | None:
+        return await self._fetchone(
+            "node_create",
+            {
+                "provider": provider,
+                "node_identifier": node_identifier,
+                "endpoint": endpoint,
+                "capacity_per_hour": capacity_per_hour,
+            },
+        )
+
+    async def upsert_node(
+        self, provider: str, node_identifier: str, *, capacity_per_hour: int
+    ) -> Row | None:
+        return await self._fetchone(
+            "node_upsert",
+            {
+                "provider": provider,
+                "node_identifier": node_identifier,
+                "capacity_per_hour": capacity_per_hour,
+            },
+        )
+
+    async def list_nodes(self) -> list[DictRow]:
+        return await self._fetchall("node_list")
+
+    async def set_node_enabled(self, node_id: int, enabled: bool) -> Row | None:
+        return await self._fetchone("node_set_enabled", {"node_id": node_id, "enabled": enabled})
+
+    # ------------------------------------------------------------ workers
+
+    async def register_worker(self, conn: AsyncConn, worker_id: str, hostname: str, pid: int) -> None:
+        await conn.execute(
+            self.q["worker_register"], {"worker_id": worker_id, "hostname": hostname, "pid": pid}
+        )
+
+    async def heartbeat_worker(self, conn: AsyncConn, **values: Any) -> None:
+        await conn.execute(self.q["worker_heartbeat"], values)
+
+    # ------------------------------------------------------------ invariants
+
+    async def order_invariant_rows(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("invariant_order_checks", {"order_id": order_id}, conn)
+
+    async def global_invariant_summary(
+        self, conn: AsyncConn, max_violations: int = 1000
+    ) -> DictRow:
+        row = await self._fetchone(
+            "invariant_global_summary", {"max_violations": max_violations}, conn
+        )
+        assert row is not None
+        return row
+
+    async def log_invariant_check(self, conn: AsyncConn, **values: Any) -> datetime:
+        row = await self._fetchone("invariant_log_order", values, conn)
+        assert row is not None
+        ts: datetime = row["check_timestamp"]
+        return ts
+
+    async def log_global_invariant_check(self, conn: AsyncConn, **values: Any) -> datetime:
+        row = await self._fetchone("invariant_log_global", values, conn)
+        assert row is not None
+        ts: datetime = row["check_timestamp"]
+        return ts
+
+    # ------------------------------------------------------------ chaos
+
+    async def get_chaos(self, conn: AsyncConn | None = None) -> Row:
+        row = await self._fetchone("chaos_get", None, conn)
+        assert row is not None, "chaos_settings row is created by the migrations"
+        return row

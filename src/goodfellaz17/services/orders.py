@@ -1,0 +1,157 @@
+"""Order use cases: create (with TaskGenerationService), read, list."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from goodfellaz17.backends.base import BACKEND_NAMES
+from goodfellaz17.db.repository import Repository, Row
+from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.states import OrderStatus
+from goodfellaz17.errors import Conflict, InvalidInput, NotFound
+from goodfellaz17.settings import Settings
+
+MAX_TARGET_LENGTH = 512
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedOrder:
+    order: Row
+    created: bool  # False: an earlier request with the same idempotency key
+
+
+def validate_target(target: str) -> str:
+    if not target or not target.strip():
+        raise InvalidInput("target must not be empty", field="target")
+    if len(target) > MAX_TARGET_LENGTH:
+        raise InvalidInput(f"target must be at most {MAX_TARGET_LENGTH} characters", field="target")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in target):
+        raise InvalidInput("target must not contain control characters", field="target")
+    return target
+
+
+def validate_quantity(quantity: int, settings: Settings) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise InvalidInput("quantity must be an integer", field="quantity")
+    if quantity <= 0:
+        raise InvalidInput("quantity must be greater than 0", field="quantity")
+    if quantity > settings.max_order_quantity:
+        raise InvalidInput(
+            f"quantity must be at most {settings.max_order_quantity}", field="quantity"
+        )
+    return quantity
+
+
+def validate_backend(backend: str) -> str:
+    if backend not in BACKEND_NAMES:
+        raise InvalidInput(
+            f"backend must be one of: {', '.join(BACKEND_NAMES)}", field="backend"
+        )
+    return backend
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def request_fingerprint(quantity: int, target: str, backend: str) -> str:
+    body = json.dumps(
+        {"quantity": quantity, "target": target, "backend": backend}, sort_keys=True
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def create_order(
+    repo: Repository,
+    settings: Settings,
+    *,
+    quantity: int,
+    target: str,
+    backend: str = "simulated",
+    idempotency_key: str | None = None,
+) -> CreatedOrder:
+    """Validate, split into tasks and store order + tasks in one transaction.
+
+    A repeated idempotency key with the same request returns the first order
+    (created=False); with a different request it is a Conflict.
+    """
+    validate_quantity(quantity, settings)
+    validate_target(target)
+    validate_backend(backend)
+    validate_idempotency_key(idempotency_key)
+    fingerprint = request_fingerprint(quantity, target, backend)
+    sizes = plan_task_sizes(quantity, settings.task_size)
+    row = await repo.create_order(
+        quantity=quantity,
+        target=target,
+        backend=backend,
+        sizes=sizes,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint if idempotency_key else None,
+    )
+    if row is not None:
+        return CreatedOrder(order=row, created=True)
+    assert idempotency_key is not None
+    existing = await repo.get_order_by_idempotency_key(idempotency_key)
+    if existing is None:  # pragma: no cover - the conflicting row is committed
+        raise Conflict("idempotency key is in use; retry", field="Idempotency-Key")
+    if existing["request_hash"] != fingerprint:
+        raise Conflict(
+            "Idempotency-Key was already used with a different request",
+            field="Idempotency-Key",
+        )
+    return CreatedOrder(order=existing, created=False)
+
+
+async def get_order(repo: Repository, order_id: uuid.UUID) -> Row:
+    row = await repo.get_order(order_id)
+    if row is None:
+        raise NotFound(f"order {order_id} not found", field="orderId")
+    return row
+
+
+def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{order_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, _, order_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(order_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not a cursor returned by this API", field="cursor") from None
+
+
+async def list_orders(
+    repo: Repository, *, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    if status is not None and status not in OrderStatus.__members__:
+        raise InvalidInput(
+            f"status must be one of: {', '.join(OrderStatus.__members__)}", field="status"
+        )
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", field="limit")
+    before = decode_cursor(cursor) if cursor else None
+    rows: list[Any] = await repo.list_orders(status=status, limit=limit + 1, before=before)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor

@@ -1,0 +1,194 @@
+"""Service configuration, read once from the environment at the entry point.
+
+Every variable is `GOODFELLAZ17_*` except `DATABASE_URL`. A bad value stops
+start-up with one line that names the variable (`ConfigError`); nothing here
+ever reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "GOODFELLAZ17_"
+
+
+class Role(StrEnum):
+    """What an API key may do. `operator` may do everything."""
+
+    READ = "read"
+    ORDERS = "orders"
+    OPERATOR = "operator"
+
+
+class ConfigError(Exception):
+    """A configuration value is unusable; the message names the variable."""
+
+
+class ApiKey:
+    """A configured key and its role. The secret never appears in repr()."""
+
+    __slots__ = ("role", "secret")
+
+    def __init__(self, secret: str, role: Role) -> None:
+        self.secret = secret
+        self.role = role
+
+    def __repr__(self) -> str:
+        return f"ApiKey(role={self.role.value!r}, secret='**********')"
+
+
+def parse_api_keys(raw: str) -> list[ApiKey]:
+    """Parse `key:role,key:role`. Raises ValueError with a readable reason."""
+    keys: list[ApiKey] = []
+    for position, item in enumerate(part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        secret, sep, role = item.rpartition(":")
+        if not sep or not secret:
+            raise ValueError(f"entry {position + 1} must look like key:role")
+        try:
+            keys.append(ApiKey(secret, Role(role.strip().lower())))
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise ValueError(
+                f"entry {position + 1} has unknown role {role!r} (allowed: {allowed})"
+            ) from None
+    return keys
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("goodfellaz17", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    env: Literal["development", "production"] = "development"
+
+    worker_enabled: bool = True
+    worker_batch_size: int = Field(default=10, ge=1, le=1000)
+    worker_poll_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    worker_grace_period_seconds: float = Field(default=25.0, ge=0, le=3600)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
+    worker_rescue_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
+    worker_stale_after_seconds: float = Field(default=30.0, gt=0, le=86400)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    task_lease_seconds: float = Field(default=300.0, gt=0, le=86400)
+    task_size: int = Field(default=400, ge=1, le=1_000_000)
+    max_order_quantity: int = Field(default=1_000_000, ge=1, le=2_000_000_000)
+    backoff_base_seconds: float = Field(default=2.0, ge=0, le=3600)
+    backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    circuit_cooldown_seconds: float = Field(default=30.0, ge=0, le=86400)
+
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    chaos_allowed: bool = True
+    chaos_default_ttl_seconds: int = Field(default=900, ge=1, le=86400)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    max_body_bytes: int = Field(default=65536, ge=1024, le=10_000_000)
+
+    db_pool_min_size: int = Field(default=1, ge=0, le=1000)
+    db_pool_max_size: int = Field(default=10, ge=1, le=1000)
+    db_prepare_threshold: int | None = Field(default=5, ge=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    db_statement_timeout_ms: int = Field(default=30000, ge=0)
+
+    sim_latency_ms: float = Field(default=20.0, ge=0, le=600000)
+    sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_permanent_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_seed: int | None = None
+    sim_instant: bool = False
+    sim_use_node_rate: bool = True
+    sim_ledger_path: Path | None = None
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhook_verify_tls: bool = True
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_api_keys(value)
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise ValueError(
+                "GOODFELLAZ17_BACKOFF_MAX_SECONDS must be >= GOODFELLAZ17_BACKOFF_BASE_SECONDS"
+            )
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                "GOODFELLAZ17_DB_POOL_MIN_SIZE must be <= GOODFELLAZ17_DB_POOL_MAX_SIZE"
+            )
+        if self.env == "production":
+            for key in self.api_keys:
+                if len(key.secret) < 16:
+                    raise ValueError(
+                        "GOODFELLAZ17_API_KEYS: keys must be at least 16 characters in production"
+                    )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return ENV_PREFIX + "*"
+    field = str(loc[0])
+    if field == "database_url":
+        return "DATABASE_URL"
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (plus overrides), or raise ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if message.startswith(ENV_PREFIX):
+            raise ConfigError(message) from None
+        name = _variable_name(tuple(error["loc"]))
+        raw = os.environ.get(name)
+        shown = "" if raw is None or "KEY" in name or "URL" in name else f" (got {raw!r})"
+        raise ConfigError(f"{name}: {message}{shown}") from None

@@ -1,0 +1,1 @@
+"""The OrderDeliveryWorker and the process that runs it alone."""

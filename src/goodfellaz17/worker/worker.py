@@ -1,0 +1,685 @@
+"""OrderDeliveryWorker: claim → execute → record, with leases and fencing.
+
+The worker owns concurrency, heartbeats and shutdown. The database is the
+referee: claims use FOR UPDATE SKIP LOCKED, every outcome is written with
+the claim's fencing token, and a write that changes nothing means the lease
+was lost (rescued or re-claimed elsewhere) — logged, counted, never retried.
+
+Shape of a running worker (all in one event loop):
+
+    listener ──NOTIFY──► claim loop ──ready queue──► N executors
+                                                       │ outcomes
+    control loop (chaos, heartbeat, leases)            ▼
+    rescuer (orphans)                               flusher ──► one txn per batch
+
+The worker must never count a unit the database did not accept, and never
+sleep on a task's behalf while holding a database connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from goodfellaz17.backends.base import (
+    DeliveryBackend,
+    DeliveryError,
+    DeliveryRequest,
+    PermanentDeliveryError,
+)
+from goodfellaz17.backends.registry import build_backends
+from goodfellaz17.db.pool import create_pool
+from goodfellaz17.db.repository import ClaimedTask, NodeOutcome, Repository, TaskFailure
+from goodfellaz17.domain.retry import BackoffPolicy
+from goodfellaz17.domain.states import TaskStatus
+from goodfellaz17.logs import get_logger
+from goodfellaz17.metrics import WorkerMetrics
+from goodfellaz17.settings import Settings
+
+log = get_logger(__name__)
+
+NOTIFY_CHANNEL = "goodfellaz17_tasks_due"
+CHAOS_REFRESH_SECONDS = 1.0
+DB_RETRY_MAX_SECONDS = 5.0
+RESCUE_BATCH = 500
+_DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+
+_metrics_by_registry: dict[int, WorkerMetrics] = {}
+
+
+def worker_metrics(registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
+    """One WorkerMetrics per registry (prometheus refuses duplicate names)."""
+    key = id(registry)
+    if key not in _metrics_by_registry:
+        _metrics_by_registry[key] = WorkerMetrics(registry)
+    return _metrics_by_registry[key]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerCounters:
+    processed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retries: int = 0
+    recovered_orphans: int = 0
+    leases_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosState:
+    active: bool = False
+    worker_paused: bool = False
+    failure_rate: float = 0.0
+    latency_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    task: ClaimedTask
+    ok: bool
+    error: str | None = None
+    permanent: bool = False
+    counts_against_node: bool = False
+
+
+@dataclass(slots=True)
+class _Held:
+    """A claim this worker holds: its token, and when it was claimed."""
+
+    task: ClaimedTask
+    claimed_at: float
+    started: bool = False
+
+
+@dataclass
+class _Wakeup:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set(self) -> None:
+        self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self.event.wait()
+        self.event.clear()
+
+
+class OrderDeliveryWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        *,
+        backends: dict[str, DeliveryBackend] | None = None,
+        worker_id: str | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.worker_id = worker_id or new_worker_id()
+        self.backends = backends if backends is not None else build_backends(settings)
+        self.metrics = worker_metrics(registry)
+        self.counters = WorkerCounters()
+        self.backoff = BackoffPolicy(
+            settings.backoff_base_seconds, settings.backoff_max_seconds, settings.max_attempts
+        )
+        self.chaos = ChaosState()
+        self.is_running = False
+        self.log = log.bind(worker_id=self.worker_id)
+
+        self._pool = create_pool(
+            database_url,
+            settings,
+            application_name=f"goodfellaz17-worker:{self.worker_id}"[:63],
+            min_size=2,
+            max_size=max(4, settings.db_pool_max_size // 2),
+        )
+        self.repo = Repository(self._pool)
+        self._stopping = asyncio.Event()
+        self._claim_wakeup = _Wakeup()
+        self._flush_wakeup = _Wakeup()
+        self._ready: deque[_Held] = deque()
+        self._ready_signal = asyncio.Condition()
+        self._held: dict[uuid.UUID, _Held] = {}
+        self._executing = 0
+        self._outcomes: list[_Outcome] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._executors: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        self._capacity = settings.worker_concurrency + settings.worker_batch_size
+        self._waiting_for_room = False
+        self._flush_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> asyncio.Task[None]:
+        """Open the pool, register, and start all loops; returns the main task."""
+        await self._pool.open(wait=False)
+        self._main = asyncio.create_task(self._run(), name=f"worker:{self.worker_id}")
+        return self._main
+
+    async def run_until_stopped(self) -> None:
+        await (await self.start())
+
+    async def stop(self) -> None:
+        """Stop claiming, finish in-flight tasks within the grace period, hand
+        back claims never started (attempt refunded), record everything."""
+        self._stopping.set()
+        self._claim_wakeup.set()
+        if self._main is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+
+    async def _run(self) -> None:
+        await self._with_db_retry("register", self._register)
+        self.is_running = True
+        self.log.info("worker started", concurrency=self.settings.worker_concurrency,
+                      batch_size=self.settings.worker_batch_size)
+        spawn = asyncio.create_task
+        self._background = [
+            spawn(self._supervise("listen", self._listen_loop), name="listen"),
+            spawn(self._supervise("control", self._control_loop), name="control"),
+            spawn(self._supervise("rescue", self._rescue_loop), name="rescue"),
+            spawn(self._supervise("flush", self._flush_loop), name="flush"),
+        ]
+        self._executors = [
+            spawn(self._executor_loop(), name=f"executor-{i}")
+            for i in range(self.settings.worker_concurrency)
+        ]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.is_running = False
+        await self._release_unstarted()
+        deadline = time.monotonic() + self.settings.worker_grace_period_seconds
+        while self._executing and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in self._executors:
+            task.cancel()
+        await asyncio.gather(*self._executors, return_exceptions=True)
+        # Whatever is still held was interrupted mid-delivery: it may or may not
+        # have been delivered, so it is retried (same idempotency key), not refunded.
+        for held in list(self._held.values()):
+            if held.started and not any(o.task.id == held.task.id for o in self._outcomes):
+                self._outcomes.append(
+                    _Outcome(held.task, ok=False, error="interrupted: worker shut down mid-delivery")
+                )
+        with contextlib.suppress(*_DB_ERRORS):
+            async with asyncio.timeout(max(self.settings.worker_grace_period_seconds, 5.0)):
+                await self._flush_once()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(*_DB_ERRORS):
+            await self._heartbeat("STOPPED")
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+        await self._pool.close()
+        self.log.info("worker stopped", processed=self.counters.processed,
+                      completed=self.counters.completed)
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Keep a background loop alive: a bug is logged, then the loop restarts."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("background loop crashed; restarting", loop=name)
+                await asyncio.sleep(1.0)
+
+    async def _register(self) -> None:
+        async with self.repo.connection() as conn:
+            await self.repo.register_worker(conn, self.worker_id, socket.gethostname(), os.getpid())
+
+    async def _with_db_retry(self, what: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `action`, retrying database outages with capped backoff until stopped."""
+        delay = 0.1
+        while True:
+            try:
+                return await action()
+            except _DB_ERRORS as exc:
+                if self._stopping.is_set() and what != "register":
+                    raise
+                self.log.warning("database unavailable", during=what, error=str(exc)[:200],
+                                 retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    # ------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        poll = self.settings.worker_poll_interval_seconds
+        while not self._stopping.is_set():
+            room = self._capacity - len(self._held)
+            if room <= 0:
+                self._waiting_for_room = True
+                await self._claim_wakeup.wait(poll)
+                self._waiting_for_room = False
+                continue
+            limit = min(self.settings.worker_batch_size, room)
+            try:
+                claimed = await self._claim(limit)
+            except _DB_ERRORS as exc:
+                self.log.warning("claim failed: database unavailable", error=str(exc)[:200])
+                await self._claim_wakeup.wait(min(poll, 1.0))
+                continue
+            if len(claimed) == limit:
+                continue  # there may be more: claim again while there is room
+            await self._claim_wakeup.wait(await self._idle_timeout(poll))
+
+    async def _claim(self, limit: int) -> list[ClaimedTask]:
+        async with self.repo.transaction() as conn:
+            claimed = await self.repo.claim_tasks(
+                conn,
+                worker_id=self.worker_id,
+                limit=limit,
+                lease_seconds=self.settings.task_lease_seconds,
+                node_offset=random.randrange(1 << 16),
+            )
+        if claimed:
+            now = time.monotonic()
+            async with self._ready_signal:
+                for task in claimed:
+                    held = _Held(task, now)
+                    self._held[task.id] = held
+                    self._ready.append(held)
+                self._ready_signal.notify(len(claimed))
+        return claimed
+
+    async def _idle_timeout(self, poll: float) -> float:
+        """Sleep no longer than the poll interval, and wake when the earliest
+        backing-off task becomes due."""
+        try:
+            async with self.repo.connection() as conn:
+                next_at, db_now = await self.repo.next_retry_at(conn)
+        except _DB_ERRORS:
+            return min(poll, 1.0)
+        if next_at is None:
+            return poll
+        return min(poll, max((next_at - db_now).total_seconds(), 0.0) + 0.005)
+
+    # ------------------------------------------------------------ executing
+
+    async def _executor_loop(self) -> None:
+        while True:
+            async with self._ready_signal:
+                while not self._ready:
+                    await self._ready_signal.wait()
+                held = self._ready.popleft()
+            if held.task.id not in self._held:
+                continue  # lease lost while waiting
+            held.started = True
+            self._executing += 1
+            try:
+                outcome = await self._execute(held.task)
+            finally:
+                self._executing -= 1
+            self._outcomes.append(outcome)
+            self._flush_wakeup.set()
+
+    async def _execute(self, task: ClaimedTask) -> _Outcome:
+        backend = self.backends.get(task.backend)
+        started = time.perf_counter()
+        try:
+            chaos = self.chaos
+            if chaos.active and chaos.latency_ms:
+                await asyncio.sleep(chaos.latency_ms / 1000.0)
+            if chaos.active and chaos.failure_rate and random.random() < chaos.failure_rate:
+                return _Outcome(task, ok=False, error="chaos: injected failure")
+            if backend is None:
+                return _Outcome(task, ok=False, permanent=True,
+                                error=f"no delivery backend named {task.backend!r}")
+            await backend.deliver(_request_for(task))
+            return _Outcome(task, ok=True)
+        except PermanentDeliveryError as exc:
+            return _Outcome(task, ok=False, permanent=True, error=str(exc)[:1000])
+        except DeliveryError as exc:
+            return _Outcome(task, ok=False, error=str(exc)[:1000], counts_against_node=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a backend bug must not lose the task
+            self.log.exception("backend raised unexpectedly", task_id=str(task.id))
+            return _Outcome(task, ok=False, error=f"{type(exc).__name__}: {exc}"[:1000],
+                            counts_against_node=True)
+        finally:
+            self.metrics.task_duration.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------ recording
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._outcomes:
+                await self._flush_wakeup.wait(1.0)
+                continue
+            try:
+                await self._flush_once()
+            except _DB_ERRORS as exc:
+                self.log.warning("recording outcomes failed: database unavailable",
+                                 pending=len(self._outcomes), error=str(exc)[:200])
+                await asyncio.sleep(0.5)
+
+    async def _flush_once(self) -> None:
+        """Record every pending outcome in one transaction (fenced)."""
+        async with self._flush_lock:
+            if not self._outcomes:
+                return
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._record(batch)
+            except BaseException:
+                self._outcomes[:0] = batch  # keep them; fencing makes a retry safe
+                raise
+
+    async def _record(self, batch: list[_Outcome]) -> None:
+        started = time.perf_counter()
+        successes = [(o.task.id, o.task.fencing_token) for o in batch if o.ok]
+        failures = [
+            TaskFailure(
+                task_id=o.task.id,
+                fencing_token=o.task.fencing_token,
+                error=o.error or "unknown error",
+                permanent=o.permanent,
+                delay_seconds=self.backoff.delay(o.task.attempt),
+            )
+            for o in batch
+            if not o.ok
+        ]
+        node_outcomes = _node_outcomes(batch)
+        completed: set[uuid.UUID] = set()
+        failed_rows: list[Any] = []
+        async with self.repo.transaction() as conn:
+            if successes:
+                completed = await self.repo.complete_tasks(conn, successes)
+            if failures:
+                failed_rows = await self.repo.fail_tasks(
+                    conn, failures, max_attempts=self.settings.max_attempts
+                )
+            if node_outcomes:
+                await self.repo.record_node_outcomes(
+                    conn,
+                    node_outcomes,
+                    threshold=self.settings.circuit_failure_threshold,
+                    cooldown_seconds=self.settings.circuit_cooldown_seconds,
+                )
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self._account(batch, completed, {r["id"]: r["status"] for r in failed_rows})
+
+    def _account(
+        self, batch: list[_Outcome], completed: set[uuid.UUID], failed: dict[uuid.UUID, str]
+    ) -> None:
+        m, c = self.metrics, self.counters
+        retried_soon = False
+        for outcome in batch:
+            task = outcome.task
+            self._held.pop(task.id, None)
+            fields = _task_fields(task)
+            if outcome.ok and task.id in completed:
+                c.processed += 1
+                c.completed += 1
+                m.tasks_total.labels(status="completed").inc()
+                m.plays_total.labels(outcome="delivered").inc(task.quantity)
+                self.log.debug("task completed", **fields, quantity=task.quantity)
+            elif not outcome.ok and task.id in failed:
+                c.processed += 1
+                if failed[task.id] == TaskStatus.FAILED_PERMANENT:
+                    c.failed += 1
+                    m.tasks_total.labels(status="failed_permanent").inc()
+                    m.plays_total.labels(outcome="failed").inc(task.quantity)
+                    self.log.warning("task dead-lettered", **fields, error=outcome.error)
+                else:
+                    c.retries += 1
+                    m.retries_total.inc()
+                    retried_soon = True
+                    self.log.info("task failed, will retry", **fields, error=outcome.error)
+            else:
+                c.leases_lost += 1
+                self.log.warning("lease lost: outcome not recorded", **fields, ok=outcome.ok)
+        if self._waiting_for_room or retried_soon:
+            self._claim_wakeup.set()  # room was freed, or a retry may be due soon
+
+    # ------------------------------------------------------------ background
+
+    async def _listen_loop(self) -> None:
+        """LISTEN on a dedicated connection; any notification wakes the claim loop."""
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True,
+                    application_name=f"goodfellaz17-listen:{self.worker_id}"[:63],
+                    connect_timeout=max(1, int(self.settings.db_connect_timeout_seconds)),
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 0.1
+                    self._claim_wakeup.set()  # we may have missed some while reconnecting
+                    async for _ in conn.notifies():
+                        self._claim_wakeup.set()
+            except _DB_ERRORS as exc:
+                self.log.debug("listen connection lost", error=str(exc)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    async def _control_loop(self) -> None:
+        """Chaos settings every second; heartbeat and lease extension on their period."""
+        last_heartbeat = 0.0
+        while True:
+            try:
+                await self._refresh_chaos()
+                now = time.monotonic()
+                if now - last_heartbeat >= self.settings.worker_heartbeat_seconds:
+                    await self._extend_leases()
+                    await self._heartbeat("STOPPING" if self._stopping.is_set() else "RUNNING")
+                    last_heartbeat = now
+            except _DB_ERRORS as exc:
+                self.log.debug("control loop: database unavailable", error=str(exc)[:200])
+            await asyncio.sleep(CHAOS_REFRESH_SECONDS)
+
+    async def _refresh_chaos(self) -> None:
+        row = await self.repo.get_chaos()
+        was_paused = self.chaos.active and self.chaos.worker_paused
+        self.chaos = ChaosState(
+            active=bool(row["active"]),
+            worker_paused=bool(row["worker_paused"]),
+            failure_rate=float(row["failure_rate"]),
+            latency_ms=int(row["latency_ms"]),
+        )
+        if was_paused and not (self.chaos.active and self.chaos.worker_paused):
+            self._claim_wakeup.set()  # chaos expired or was disabled: resume at once
+
+    async def _extend_leases(self) -> None:
+        """Extend the leases of claims held for more than a third of the lease."""
+        lease = self.settings.task_lease_seconds
+        cutoff = time.monotonic() - lease / 3
+        old = [h for h in self._held.values() if h.claimed_at <= cutoff]
+        if not old:
+            return
+        claims = [(h.task.id, h.task.fencing_token) for h in old]
+        async with self.repo.connection() as conn:
+            kept = await self.repo.extend_leases(conn, claims, lease)
+        now = time.monotonic()
+        for held in old:
+            if held.task.id in kept:
+                held.claimed_at = now
+            else:
+                self._held.pop(held.task.id, None)
+                self.counters.leases_lost += 1
+                self.log.warning("lease lost while executing", **_task_fields(held.task))
+
+    async def _heartbeat(self, status: str) -> None:
+        c = self.counters
+        async with self.repo.connection() as conn:
+            await self.repo.heartbeat_worker(
+                conn,
+                worker_id=self.worker_id,
+                status=status,
+                total_processed=c.processed,
+                total_completed=c.completed,
+                total_failed=c.failed,
+                total_retries=c.retries,
+                recovered_orphans=c.recovered_orphans,
+            )
+
+    async def _rescue_loop(self) -> None:
+        interval = self.settings.worker_rescue_interval_seconds
+        while True:
+            try:
+                await self.rescue_orphans_once()
+            except _DB_ERRORS as exc:
+                self.log.debug("rescuer: database unavailable", error=str(exc)[:200])
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    async def rescue_orphans_once(self) -> int:
+        """Move every EXECUTING task past its lease back into the queue (or to
+        the dead-letter queue when out of attempts). Returns how many."""
+        total = 0
+        while True:
+            async with self.repo.transaction() as conn:
+                rows = await self.repo.rescue_orphans(
+                    conn,
+                    limit=RESCUE_BATCH,
+                    max_attempts=self.settings.max_attempts,
+                    backoff_base=self.settings.backoff_base_seconds,
+                    backoff_max=self.settings.backoff_max_seconds,
+                )
+            for row in rows:
+                self._count_rescued(row)
+            total += len(rows)
+            if len(rows) < RESCUE_BATCH:
+                break
+        if total:
+            self._claim_wakeup.set()
+        return total
+
+    def _count_rescued(self, row: dict[str, Any]) -> None:
+        c, m = self.counters, self.metrics
+        c.recovered_orphans += 1
+        m.orphans_recovered_total.inc()
+        dead = row["status"] == TaskStatus.FAILED_PERMANENT
+        if dead:
+            c.failed += 1
+            m.tasks_total.labels(status="failed_permanent").inc()
+            m.plays_total.labels(outcome="failed").inc(row["quantity"])
+        else:
+            c.retries += 1
+            m.retries_total.inc()
+        self.log.warning(
+            "Recovering orphaned task",
+            order_id=str(row["order_id"]),
+            task_id=str(row["id"]),
+            attempt=row["attempts"],
+            node=row["node_id"],
+            lost_by=row["lease_owner"],
+            new_status=row["status"],
+        )
+
+    async def _release_unstarted(self) -> None:
+        async with self._ready_signal:
+            unstarted = [h for h in self._ready if h.task.id in self._held]
+            self._ready.clear()
+        if not unstarted:
+            return
+        claims = [(h.task.id, h.task.fencing_token) for h in unstarted]
+        try:
+            async with self.repo.connection() as conn:
+                released = await self.repo.release_tasks(conn, claims)
+        except _DB_ERRORS as exc:
+            self.log.warning("could not hand back unstarted tasks; their leases will expire",
+                             count=len(claims), error=str(exc)[:200])
+            return
+        for held in unstarted:
+            self._held.pop(held.task.id, None)
+        self.log.info("handed back unstarted tasks", count=len(released))
+
+    # ------------------------------------------------------------ introspection
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "workerId": self.worker_id,
+            "totalProcessed": c.processed,
+            "totalCompleted": c.completed,
+            "totalFailed": c.failed,
+            "totalRetries": c.retries,
+            "recoveredOrphans": c.recovered_orphans,
+            "leasesLost": c.leases_lost,
+            "isRunning": self.is_running,
+            "inFlight": len(self._held),
+            "executing": self._executing,
+            "chaosActive": self.chaos.active,
+        }
+
+
+def _request_for(task: ClaimedTask) -> DeliveryRequest:
+    return DeliveryRequest(
+        task_id=task.id,
+        order_id=task.order_id,
+        quantity=task.quantity,
+        target=task.target,
+        attempt=task.attempt,
+        fencing_token=task.fencing_token,
+        node_id=task.node_id,
+        node_identifier=task.node_identifier,
+        endpoint=task.endpoint,
+        capacity_per_hour=task.capacity_per_hour,
+    )
+
+
+def _task_fields(task: ClaimedTask) -> dict[str, Any]:
+    return {
+        "order_id": str(task.order_id),
+        "task_id": str(task.id),
+        "attempt": task.attempt,
+        "node": task.node_identifier,
+    }
+
+
+def _node_outcomes(batch: list[_Outcome]) -> list[NodeOutcome]:
+    """Per node: delivered units, failures that count against its health, and
+    the failures after its last success (in batch order)."""
+    per_node: dict[int, dict[str, Any]] = {}
+    for o in batch:
+        if not o.ok and not o.counts_against_node:
+            continue
+        s = per_node.setdefault(
+            o.task.node_id,
+            {"units": 0, "failures": 0, "success": False, "trailing": 0, "error": None},
+        )
+        if o.ok:
+            s["units"] += o.task.quantity
+            s["success"] = True
+            s["trailing"] = 0
+        else:
+            s["failures"] += 1
+            s["trailing"] += 1
+            s["error"] = o.error
+    return [
+        NodeOutcome(node_id, s["units"], s["failures"], s["success"], s["trailing"], s["error"])
+        for node_id, s in sorted(per_node.items())
+    ]
+
