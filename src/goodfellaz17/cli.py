@@ -74,8 +74,10 @@ def database_url(settings: Settings, location: DatabaseLocation) -> str:
     if location.is_embedded:
         apply_migrations(url)
     elif pending := pending_migrations(url):
-        fail(f"the database schema is not up to date ({len(pending)} pending): "
-             "run `goodfellaz17 migrate`")
+        fail(
+            f"the database schema is not up to date ({len(pending)} pending): "
+            "run `goodfellaz17 migrate`"
+        )
     return url
 
 
@@ -85,8 +87,9 @@ def run_with_repo(settings: Settings, action: Callable[[Repository], Awaitable[T
 
     async def main() -> T:
         url = database_url(settings, location)
-        async with open_pool(url, settings, min_size=1, max_size=2,
-                             application_name="goodfellaz17-cli") as pool:
+        async with open_pool(
+            url, settings, min_size=1, max_size=2, application_name="goodfellaz17-cli"
+        ) as pool:
             await pool.wait(timeout=settings.db_connect_timeout_seconds)
             return await action(Repository(pool))
 
@@ -95,7 +98,9 @@ def run_with_repo(settings: Settings, action: Callable[[Repository], Awaitable[T
     except ServiceError as exc:
         fail(exc.message)
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        fail(f"database unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        fail(
+            f"database unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        )
     finally:
         location.close()
 
@@ -116,7 +121,9 @@ def migrate() -> None:
         fail(f"database unavailable: {str(exc).splitlines()[0]}")
     finally:
         location.close()
-    out.print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    out.print(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
 
 
 @app.command()
@@ -147,8 +154,9 @@ def serve(
     except psycopg.OperationalError as exc:
         location.close()
         fail(f"database unavailable: {str(exc).splitlines()[0]}")
-    get_logger(__name__).info("serving", host=settings.host, port=settings.port,
-                              embedded_db=location.is_embedded)
+    get_logger(__name__).info(
+        "serving", host=settings.host, port=settings.port, embedded_db=location.is_embedded
+    )
     try:
         uvicorn.run(
             create_app(settings, url),
@@ -218,8 +226,18 @@ def demo(
 
 def _order_table(order: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
-    for key in ("id", "status", "quantity", "delivered", "failed_permanent_plays", "target",
-                "backend", "task_count", "created_at", "completed_at"):
+    for key in (
+        "id",
+        "status",
+        "quantity",
+        "delivered",
+        "failed_permanent_plays",
+        "target",
+        "backend",
+        "task_count",
+        "created_at",
+        "completed_at",
+    ):
         table.add_row(key, str(order.get(key)))
     return table
 
@@ -236,9 +254,17 @@ def orders_create(
     from goodfellaz17.services.orders import create_order
 
     settings = settings_or_exit()
-    result = run_with_repo(settings, lambda repo: create_order(
-        repo, settings, quantity=quantity, target=target, backend=backend,
-        idempotency_key=idempotency_key))
+    result = run_with_repo(
+        settings,
+        lambda repo: create_order(
+            repo,
+            settings,
+            quantity=quantity,
+            target=target,
+            backend=backend,
+            idempotency_key=idempotency_key,
+        ),
+    )
     if as_json:
         print_json(result.order)
     else:
@@ -269,15 +295,22 @@ def orders_list(
     from goodfellaz17.services.orders import list_orders
 
     settings = settings_or_exit()
-    rows, _ = run_with_repo(settings, lambda repo: list_orders(
-        repo, status=status, limit=limit, cursor=None))
+    rows, _ = run_with_repo(
+        settings, lambda repo: list_orders(repo, status=status, limit=limit, cursor=None)
+    )
     if as_json:
         print_json(rows)
         return
     table = Table("id", "status", "quantity", "delivered", "dead-lettered", "created")
     for r in rows:
-        table.add_row(str(r["id"]), r["status"], str(r["quantity"]), str(r["delivered"]),
-                      str(r["failed_permanent_plays"]), r["created_at"].isoformat(timespec="seconds"))
+        table.add_row(
+            str(r["id"]),
+            r["status"],
+            str(r["quantity"]),
+            str(r["delivered"]),
+            str(r["failed_permanent_plays"]),
+            r["created_at"].isoformat(timespec="seconds"),
+        )
     out.print(table)
 
 

@@ -88,8 +88,13 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
         repo = Repository(pool)
         await repo.upsert_node("simulated", DEMO_NODE, capacity_per_hour=options.rate * 3600)
         server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, url, run_worker=True), host=settings.host,
-                           port=settings.port, log_config=None, access_log=False)
+            uvicorn.Config(
+                create_app(settings, url, run_worker=True),
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+            )
         )
         serving = asyncio.create_task(server.serve())
         try:
@@ -102,8 +107,11 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
             async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
                 response = await client.post(
                     "/api/orders",
-                    json={"quantity": options.quantity, "target": "demo-target",
-                          "backend": "simulated"},
+                    json={
+                        "quantity": options.quantity,
+                        "target": "demo-target",
+                        "backend": "simulated",
+                    },
                     headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"},
                 )
                 response.raise_for_status()
@@ -128,7 +136,7 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
 async def _snapshot(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
     order = await repo.get_order(order_id)
     assert order is not None
-    counts = {s: 0 for s in STATUSES}
+    counts = dict.fromkeys(STATUSES, 0)
     for row in await repo.order_task_summary(order_id):
         counts[row["status"]] = row["tasks"]
     return {"order": order, "tasks": counts}
@@ -167,8 +175,11 @@ async def _watch(
             grid.add_row(progress)
             grid.add_row(line)
             live.update(grid)
-            open_tasks = (snap["tasks"]["PENDING"] + snap["tasks"]["EXECUTING"]
-                          + snap["tasks"]["FAILED_RETRYING"])
+            open_tasks = (
+                snap["tasks"]["PENDING"]
+                + snap["tasks"]["EXECUTING"]
+                + snap["tasks"]["FAILED_RETRYING"]
+            )
             if snap["order"]["status"] == "COMPLETED" or open_tasks == 0:
                 break
             await asyncio.sleep(0.2)
@@ -185,8 +196,12 @@ def _print_report(
     table.add_column("actual", justify="right")
     table.add_column("result")
     for check in report["checks"]:
-        table.add_row(check["name"], str(check["expected"]), str(check["actual"]),
-                      "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]")
+        table.add_row(
+            check["name"],
+            str(check["expected"]),
+            str(check["actual"]),
+            "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]",
+        )
     console.print(table)
     verdict = "[bold green]ALL INVARIANTS HOLD[/]" if report["passed"] else "[bold red]VIOLATED[/]"
     console.print(

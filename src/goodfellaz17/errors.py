@@ -1,10 +1,10 @@
 """Errors the services raise; the API and the CLI turn them into 4xx / exit 2.
 
-    ServiceError
-    ├── InvalidInput   a field's value is unacceptable       (HTTP 422, exit 2)
-    ├── NotFound       the named resource does not exist      (HTTP 404, exit 2)
-    ├── Conflict       the request clashes with current state (HTTP 409, exit 2)
-    └── Forbidden      refused by configuration               (HTTP 403, exit 2)
+ServiceError
+├── InvalidInput   a field's value is unacceptable       (HTTP 422, exit 2)
+├── NotFound       the named resource does not exist      (HTTP 404, exit 2)
+├── Conflict       the request clashes with current state (HTTP 409, exit 2)
+└── Forbidden      refused by configuration               (HTTP 403, exit 2)
 """
 
 from __future__ import annotations

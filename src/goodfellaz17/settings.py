@@ -174,7 +174,7 @@ def _variable_name(loc: tuple[int | str, ...]) -> str:
     if not loc:
         return ENV_PREFIX + "*"
     field = str(loc[0])
-    if field == "database_url":
+    if field.lower() == "database_url":
         return "DATABASE_URL"
     return ENV_PREFIX + field.upper()
 

@@ -38,7 +38,11 @@ _HTTP_CODES = {
 
 
 def error_body(
-    status: int, message: str, *, field: str | None = None, code: str | None = None,
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    code: str | None = None,
     details: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -52,8 +56,13 @@ def error_body(
 
 
 def error_response(
-    status: int, message: str, *, field: str | None = None, code: str | None = None,
-    details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    code: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
         error_body(status, message, field=field, code=code, details=details),

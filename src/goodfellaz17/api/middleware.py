@@ -36,7 +36,9 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 class RequestGuardMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, json_prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, json_prefixes: tuple[str, ...]
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.json_prefixes = json_prefixes
@@ -49,12 +51,18 @@ class RequestGuardMiddleware:
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                await _send_json(send, 400, error_body(400, "invalid Content-Length",
-                                                       field="Content-Length"))
+                await _send_json(
+                    send, 400, error_body(400, "invalid Content-Length", field="Content-Length")
+                )
                 return
             if int(length) > self.max_body_bytes:
-                await _send_json(send, 413, error_body(
-                    413, f"request body exceeds {self.max_body_bytes} bytes", field="body"))
+                await _send_json(
+                    send,
+                    413,
+                    error_body(
+                        413, f"request body exceeds {self.max_body_bytes} bytes", field="body"
+                    ),
+                )
                 return
         path: str = scope["path"]
         if path.startswith(self.json_prefixes) and (length is None or int(length) > 0):
@@ -62,8 +70,11 @@ class RequestGuardMiddleware:
             if content_type and not (
                 content_type == "application/json" or content_type.endswith("+json")
             ):
-                await _send_json(send, 415, error_body(
-                    415, "request body must be application/json", field="Content-Type"))
+                await _send_json(
+                    send,
+                    415,
+                    error_body(415, "request body must be application/json", field="Content-Type"),
+                )
                 return
 
         received = 0
@@ -88,5 +99,10 @@ class RequestGuardMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not response_started:
-                await _send_json(send, 413, error_body(
-                    413, f"request body exceeds {self.max_body_bytes} bytes", field="body"))
+                await _send_json(
+                    send,
+                    413,
+                    error_body(
+                        413, f"request body exceeds {self.max_body_bytes} bytes", field="body"
+                    ),
+                )

@@ -33,7 +33,7 @@ class EmbeddedPostgres:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._server = pgserver.get_server(
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
                 self.pgdata, cleanup_mode="stop" if self._stop_on_exit else None
             )
         uri: str = self._server.get_uri()

@@ -333,7 +333,9 @@ class Repository:
 
     # ------------------------------------------------------------ workers
 
-    async def register_worker(self, conn: AsyncConn, worker_id: str, hostname: str, pid: int) -> None:
+    async def register_worker(
+        self, conn: AsyncConn, worker_id: str, hostname: str, pid: int
+    ) -> None:
         await conn.execute(
             self.q["worker_register"], {"worker_id": worker_id, "hostname": hostname, "pid": pid}
         )

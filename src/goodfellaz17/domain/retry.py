@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+_RNG = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class BackoffPolicy:
@@ -15,11 +17,11 @@ class BackoffPolicy:
     def ceiling(self, attempt: int) -> float:
         """The longest wait after failed attempt number `attempt` (1-based)."""
         exponent = min(max(attempt - 1, 0), 62)
-        return min(self.max_seconds, self.base_seconds * (2**exponent))
+        return min(self.max_seconds, self.base_seconds * (2.0**exponent))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full jitter: uniform in [0, ceiling], so a burst of failures spreads out."""
-        return (rng or random).uniform(0.0, self.ceiling(attempt))
+        return (rng or _RNG).uniform(0.0, self.ceiling(attempt))
 
     def is_exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

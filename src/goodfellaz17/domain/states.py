@@ -43,8 +43,14 @@ TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (TaskStatus.PENDING, TaskStatus.EXECUTING): "worker: claim",
     (TaskStatus.FAILED_RETRYING, TaskStatus.EXECUTING): "worker: claim once retry_after is reached",
     (TaskStatus.EXECUTING, TaskStatus.COMPLETED): "worker: delivery succeeded (fenced)",
-    (TaskStatus.EXECUTING, TaskStatus.FAILED_RETRYING): "worker: retryable failure, or rescuer: lease expired",
-    (TaskStatus.EXECUTING, TaskStatus.FAILED_PERMANENT): "worker or rescuer: attempts exhausted / permanent error",
+    (
+        TaskStatus.EXECUTING,
+        TaskStatus.FAILED_RETRYING,
+    ): "worker: retryable failure, or rescuer: lease expired",
+    (
+        TaskStatus.EXECUTING,
+        TaskStatus.FAILED_PERMANENT,
+    ): "worker or rescuer: attempts exhausted / permanent error",
     (TaskStatus.EXECUTING, TaskStatus.PENDING): "stopping worker: hands back an unstarted claim",
     (TaskStatus.FAILED_PERMANENT, TaskStatus.FAILED_RETRYING): "operator: drain dead letters",
     (TaskStatus.PENDING, TaskStatus.FAILED_PERMANENT): "operator: cancel / force-complete",

@@ -52,9 +52,7 @@ def validate_quantity(quantity: int, settings: Settings) -> int:
 
 def validate_backend(backend: str) -> str:
     if backend not in BACKEND_NAMES:
-        raise InvalidInput(
-            f"backend must be one of: {', '.join(BACKEND_NAMES)}", field="backend"
-        )
+        raise InvalidInput(f"backend must be one of: {', '.join(BACKEND_NAMES)}", field="backend")
     return backend
 
 
@@ -70,9 +68,7 @@ def validate_idempotency_key(key: str | None) -> str | None:
 
 
 def request_fingerprint(quantity: int, target: str, backend: str) -> str:
-    body = json.dumps(
-        {"quantity": quantity, "target": target, "backend": backend}, sort_keys=True
-    )
+    body = json.dumps({"quantity": quantity, "target": target, "backend": backend}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -22,8 +22,10 @@ async def run_worker_process(settings: Settings, database_url: str) -> None:
     waiter = asyncio.create_task(stop_requested.wait())
     done, _ = await asyncio.wait({main, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if waiter in done:
-        log.info("stop requested: finishing in-flight tasks",
-                 grace_seconds=settings.worker_grace_period_seconds)
+        log.info(
+            "stop requested: finishing in-flight tasks",
+            grace_seconds=settings.worker_grace_period_seconds,
+        )
         await worker.stop()
     else:
         waiter.cancel()

@@ -116,9 +116,9 @@ class _Wakeup:
     def set(self) -> None:
         self.event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(timeout, 0.0)):
+            async with asyncio.timeout(max(seconds, 0.0)):
                 await self.event.wait()
         self.event.clear()
 
@@ -168,6 +168,7 @@ class OrderDeliveryWorker:
         self._capacity = settings.worker_concurrency + settings.worker_batch_size
         self._waiting_for_room = False
         self._flush_lock = asyncio.Lock()
+        self._executor_idle = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -192,8 +193,11 @@ class OrderDeliveryWorker:
     async def _run(self) -> None:
         await self._with_db_retry("register", self._register)
         self.is_running = True
-        self.log.info("worker started", concurrency=self.settings.worker_concurrency,
-                      batch_size=self.settings.worker_batch_size)
+        self.log.info(
+            "worker started",
+            concurrency=self.settings.worker_concurrency,
+            batch_size=self.settings.worker_batch_size,
+        )
         spawn = asyncio.create_task
         self._background = [
             spawn(self._supervise("listen", self._listen_loop), name="listen"),
@@ -213,9 +217,11 @@ class OrderDeliveryWorker:
     async def _shutdown(self) -> None:
         self.is_running = False
         await self._release_unstarted()
-        deadline = time.monotonic() + self.settings.worker_grace_period_seconds
-        while self._executing and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.worker_grace_period_seconds):
+                while self._executing:
+                    await self._executor_idle.wait()
+                    self._executor_idle.clear()
         for task in self._executors:
             task.cancel()
         await asyncio.gather(*self._executors, return_exceptions=True)
@@ -224,7 +230,9 @@ class OrderDeliveryWorker:
         for held in list(self._held.values()):
             if held.started and not any(o.task.id == held.task.id for o in self._outcomes):
                 self._outcomes.append(
-                    _Outcome(held.task, ok=False, error="interrupted: worker shut down mid-delivery")
+                    _Outcome(
+                        held.task, ok=False, error="interrupted: worker shut down mid-delivery"
+                    )
                 )
         with contextlib.suppress(*_DB_ERRORS):
             async with asyncio.timeout(max(self.settings.worker_grace_period_seconds, 5.0)):
@@ -238,8 +246,9 @@ class OrderDeliveryWorker:
             with contextlib.suppress(Exception):
                 await backend.aclose()
         await self._pool.close()
-        self.log.info("worker stopped", processed=self.counters.processed,
-                      completed=self.counters.completed)
+        self.log.info(
+            "worker stopped", processed=self.counters.processed, completed=self.counters.completed
+        )
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Keep a background loop alive: a bug is logged, then the loop restarts."""
@@ -265,8 +274,12 @@ class OrderDeliveryWorker:
             except _DB_ERRORS as exc:
                 if self._stopping.is_set() and what != "register":
                     raise
-                self.log.warning("database unavailable", during=what, error=str(exc)[:200],
-                                 retry_in=round(delay, 2))
+                self.log.warning(
+                    "database unavailable",
+                    during=what,
+                    error=str(exc)[:200],
+                    retry_in=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
 
@@ -339,6 +352,8 @@ class OrderDeliveryWorker:
                 outcome = await self._execute(held.task)
             finally:
                 self._executing -= 1
+                if not self._executing:
+                    self._executor_idle.set()
             self._outcomes.append(outcome)
             self._flush_wakeup.set()
 
@@ -352,8 +367,12 @@ class OrderDeliveryWorker:
             if chaos.active and chaos.failure_rate and random.random() < chaos.failure_rate:
                 return _Outcome(task, ok=False, error="chaos: injected failure")
             if backend is None:
-                return _Outcome(task, ok=False, permanent=True,
-                                error=f"no delivery backend named {task.backend!r}")
+                return _Outcome(
+                    task,
+                    ok=False,
+                    permanent=True,
+                    error=f"no delivery backend named {task.backend!r}",
+                )
             await backend.deliver(_request_for(task))
             return _Outcome(task, ok=True)
         except PermanentDeliveryError as exc:
@@ -364,8 +383,12 @@ class OrderDeliveryWorker:
             raise
         except Exception as exc:  # a backend bug must not lose the task
             self.log.exception("backend raised unexpectedly", task_id=str(task.id))
-            return _Outcome(task, ok=False, error=f"{type(exc).__name__}: {exc}"[:1000],
-                            counts_against_node=True)
+            return _Outcome(
+                task,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+                counts_against_node=True,
+            )
         finally:
             self.metrics.task_duration.observe(time.perf_counter() - started)
 
@@ -379,8 +402,11 @@ class OrderDeliveryWorker:
             try:
                 await self._flush_once()
             except _DB_ERRORS as exc:
-                self.log.warning("recording outcomes failed: database unavailable",
-                                 pending=len(self._outcomes), error=str(exc)[:200])
+                self.log.warning(
+                    "recording outcomes failed: database unavailable",
+                    pending=len(self._outcomes),
+                    error=str(exc)[:200],
+                )
                 await asyncio.sleep(0.5)
 
     async def _flush_once(self) -> None:
@@ -470,7 +496,8 @@ class OrderDeliveryWorker:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True,
+                    self.database_url,
+                    autocommit=True,
                     application_name=f"goodfellaz17-listen:{self.worker_id}"[:63],
                     connect_timeout=max(1, int(self.settings.db_connect_timeout_seconds)),
                 )
@@ -609,8 +636,11 @@ class OrderDeliveryWorker:
             async with self.repo.connection() as conn:
                 released = await self.repo.release_tasks(conn, claims)
         except _DB_ERRORS as exc:
-            self.log.warning("could not hand back unstarted tasks; their leases will expire",
-                             count=len(claims), error=str(exc)[:200])
+            self.log.warning(
+                "could not hand back unstarted tasks; their leases will expire",
+                count=len(claims),
+                error=str(exc)[:200],
+            )
             return
         for held in unstarted:
             self._held.pop(held.task.id, None)
@@ -682,4 +712,3 @@ def _node_outcomes(batch: list[_Outcome]) -> list[NodeOutcome]:
         NodeOutcome(node_id, s["units"], s["failures"], s["success"], s["trailing"], s["error"])
         for node_id, s in sorted(per_node.items())
     ]
-

@@ -34,8 +34,9 @@ def _worker_health(ctx: Context) -> ComponentHealth:
     worker = ctx.worker
     if worker is None:
         return ComponentHealth(status="DISABLED", details={"reason": "worker not enabled here"})
-    return ComponentHealth(status="UP" if worker.is_running else "DOWN",
-                           details={"workerId": worker.worker_id})
+    return ComponentHealth(
+        status="UP" if worker.is_running else "DOWN", details={"workerId": worker.worker_id}
+    )
 
 
 def _respond(health: HealthResponse) -> JSONResponse:
@@ -56,8 +57,9 @@ async def liveness() -> JSONResponse:
     return _respond(HealthResponse(status="UP"))
 
 
-@router.get("/health/readiness", response_model=HealthResponse,
-            responses={503: {"model": HealthResponse}})
+@router.get(
+    "/health/readiness", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
+)
 async def readiness(ctx: Context) -> JSONResponse:
     db = await _db_health(ctx)
     return _respond(HealthResponse(status=db.status, components={"db": db}))

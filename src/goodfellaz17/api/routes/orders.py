@@ -32,8 +32,10 @@ OrderId = Annotated[uuid.UUID, Path(alias="orderId", description="the order's id
     "",
     status_code=201,
     response_model=OrderResponse,
-    responses={200: {"model": OrderResponse, "description": "replay of an idempotent request"},
-               409: {"model": ErrorResponse}},
+    responses={
+        200: {"model": OrderResponse, "description": "replay of an idempotent request"},
+        409: {"model": ErrorResponse},
+    },
 )
 async def create_order(
     body: CreateOrderRequest,
@@ -41,9 +43,7 @@ async def create_order(
     repo: Repo,
     settings: AppSettings,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", max_length=255)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> OrderResponse:
     result = await order_service.create_order(
         repo,
@@ -55,8 +55,14 @@ async def create_order(
     )
     order = OrderResponse.from_row(result.order)
     if result.created:
-        log.info("order created", order_id=str(order.id), quantity=order.quantity,
-                 task_count=order.task_count, backend=order.backend, actor=principal.actor)
+        log.info(
+            "order created",
+            order_id=str(order.id),
+            quantity=order.quantity,
+            task_count=order.task_count,
+            backend=order.backend,
+            actor=principal.actor,
+        )
     else:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

@@ -1,0 +1,71 @@
+"""Every /api/ route refuses a missing or wrong key, whatever the route does."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.conftest import READ_KEY
+
+SAMPLE_UUID = "00000000-0000-0000-0000-000000000001"
+
+
+def walk_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, through included routers (FastAPI >= 0.160 wraps them)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found += walk_routes(route.original_router.routes)
+        elif hasattr(route, "routes"):
+            found += walk_routes(route.routes)
+    return found
+
+
+def api_routes(app: Any) -> list[tuple[str, str]]:
+    routes = []
+    for route in walk_routes(app.routes):
+        if route.path.startswith("/api/"):
+            path = re.sub(r"\{[^}]+\}", SAMPLE_UUID, route.path)
+            routes.extend((method, path) for method in sorted(route.methods))
+    return routes
+
+
+async def test_the_route_walk_finds_every_documented_api_route(api: Any) -> None:
+    walked = {r.path for r in walk_routes(api.app.routes) if r.path.startswith("/api/")}
+    documented = {p for p in api.app.openapi()["paths"] if p.startswith("/api/")}
+    assert documented
+    assert documented <= walked
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong-key", READ_KEY + "x", READ_KEY[:-1]])
+async def test_every_api_route_rejects_missing_and_wrong_keys(api: Any, key: str | None) -> None:
+    headers = {} if key is None else {"X-Api-Key": key}
+    for method, path in api_routes(api.app):
+        response = await api.request(method, path, headers=headers, json={})
+        assert response.status_code == 401, (method, path, response.text)
+        body = response.json()
+        assert body["error"] == "unauthorized"
+        assert body["field"] == "X-Api-Key"
+        if key:
+            assert key not in response.text
+
+
+async def test_a_read_key_may_not_create_orders(api: Any) -> None:
+    response = await api.post(
+        "/api/orders", headers={"X-Api-Key": READ_KEY}, json={"quantity": 10, "target": "t"}
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+async def test_health_needs_no_key(api: Any) -> None:
+    response = await api.get("/actuator/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "UP"
+    assert body["components"]["db"]["status"] == "UP"
