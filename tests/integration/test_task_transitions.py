@@ -1,0 +1,269 @@
+"""Every transition of the task state machine against a real PostgreSQL,
+including the fencing that stops a late, rescued worker from counting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+
+from goodfellaz17.db.repository import Repository, TaskFailure
+from tests.helpers import assert_counters_exact, insert_order, order_row
+
+LEASE = 60.0
+
+
+async def claim(
+    repo: Repository, worker: str = "w1", limit: int = 10, lease: float = LEASE
+) -> list[Any]:
+    async with repo.transaction() as conn:
+        return await repo.claim_tasks(conn, worker_id=worker, limit=limit, lease_seconds=lease)
+
+
+async def complete(repo: Repository, tasks: list[Any]) -> set[Any]:
+    async with repo.transaction() as conn:
+        return await repo.complete_tasks(conn, [(t.id, t.fencing_token) for t in tasks])
+
+
+async def fail(
+    repo: Repository,
+    tasks: list[Any],
+    *,
+    permanent: bool = False,
+    delay: float = 0.0,
+    max_attempts: int = 5,
+) -> list[Any]:
+    failures = [TaskFailure(t.id, t.fencing_token, "boom", permanent, delay) for t in tasks]
+    async with repo.transaction() as conn:
+        return await repo.fail_tasks(conn, failures, max_attempts=max_attempts)
+
+
+async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:
+    async with repo.transaction() as conn:
+        return await repo.rescue_orphans(
+            conn, limit=100, max_attempts=max_attempts, backoff_base=0.0, backoff_max=0.0
+        )
+
+
+def statuses(sql: psycopg.Connection[Any], order_id: Any) -> dict[str, int]:
+    rows = sql.execute(
+        "SELECT status, count(*) FROM order_tasks WHERE order_id = %s GROUP BY status", (order_id,)
+    ).fetchall()
+    return dict(rows)
+
+
+async def test_claim_moves_pending_to_executing_with_lease_token_and_node(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 15_000)
+    tasks = await claim(repo, limit=10)
+    assert len(tasks) == 10
+    assert len({t.fencing_token for t in tasks}) == 10
+    assert all(t.attempt == 1 and t.node_identifier == "sim-local-1" for t in tasks)
+    row = sql.execute(
+        "SELECT count(*) FROM order_tasks WHERE status = 'EXECUTING'"
+        " AND lease_owner = 'w1' AND lease_expires_at > now() + interval '50 s'"
+        " AND node_id IS NOT NULL"
+    ).fetchone()
+    assert row == (10,)
+    assert order_row(sql, order_id)["status"] == "PROCESSING"
+
+
+async def test_two_claimers_never_get_the_same_task(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 15_000)
+    batches = await asyncio.gather(*(claim(repo, worker=f"w{i}", limit=5) for i in range(4)))
+    ids = [t.id for batch in batches for t in batch]
+    assert len(ids) == 20
+    assert len(set(ids)) == 20
+
+
+async def test_completion_counts_units_and_the_last_one_completes_the_order(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 1_000)  # 3 tasks
+    tasks = await claim(repo)
+    assert await complete(repo, tasks[:2]) == {t.id for t in tasks[:2]}
+    order = order_row(sql, order_id)
+    assert order["status"] == "PROCESSING"
+    assert order["delivered"] == sum(t.quantity for t in tasks[:2])
+    await complete(repo, tasks[2:])
+    order = order_row(sql, order_id)
+    assert order["status"] == "COMPLETED"
+    assert order["delivered"] == 1_000
+    assert_counters_exact(sql, order_id)
+
+
+async def test_retryable_failure_backs_off_then_becomes_due_again(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400)
+    [task] = await claim(repo)
+    [row] = await fail(repo, [task], delay=3600)
+    assert row["status"] == "FAILED_RETRYING"
+    assert await claim(repo) == []  # not due for an hour
+    sql.execute("UPDATE order_tasks SET retry_after = now()")  # the runbook's retry-now
+    [again] = await claim(repo)
+    assert again.id == task.id
+    assert again.attempt == 2
+    assert again.fencing_token != task.fencing_token
+
+
+async def test_permanent_error_and_exhausted_attempts_dead_letter(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 800)  # 2 tasks
+    first, second = await claim(repo)
+    [row] = await fail(repo, [first], permanent=True)
+    assert row["status"] == "FAILED_PERMANENT"
+    [row] = await fail(repo, [second], max_attempts=1)
+    assert row["status"] == "FAILED_PERMANENT"
+    order = order_row(sql, order_id)
+    assert order["failed_permanent_plays"] == 800
+    assert order["status"] == "PROCESSING"  # dead letters keep it open for an operator
+    assert_counters_exact(sql, order_id)
+    last_error = sql.execute("SELECT DISTINCT last_error FROM order_tasks").fetchall()
+    assert last_error == [("boom",)]
+
+
+async def test_expired_lease_is_rescued_and_the_late_completion_is_rejected(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 400)
+    [task] = await claim(repo, worker="slow-worker", lease=0.05)
+    await asyncio.sleep(0.1)  # let the 50 ms lease lapse in database time
+    [rescued] = await rescue(repo)
+    assert rescued["status"] == "FAILED_RETRYING"
+    assert rescued["lease_owner"] == "slow-worker"
+    error = sql.execute("SELECT last_error FROM order_tasks").fetchone()
+    assert error is not None and "slow-worker" in error[0]
+
+    assert await complete(repo, [task]) == set()  # the late worker counts nothing
+    assert order_row(sql, order_id)["delivered"] == 0
+
+    [retry] = await claim(repo, worker="w2")
+    assert await complete(repo, [task]) == set()  # its token is stale after a re-claim too
+    assert await complete(repo, [retry]) == {retry.id}
+    order = order_row(sql, order_id)
+    assert order["delivered"] == 400
+    assert order["status"] == "COMPLETED"
+
+
+async def test_rescue_dead_letters_a_task_out_of_attempts(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 400)
+    await claim(repo, lease=0.01)
+    await asyncio.sleep(0.05)
+    [rescued] = await rescue(repo, max_attempts=1)
+    assert rescued["status"] == "FAILED_PERMANENT"
+    assert order_row(sql, order_id)["failed_permanent_plays"] == 400
+
+
+async def test_released_claim_goes_back_to_pending_with_its_attempt_refunded(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400)
+    [task] = await claim(repo)
+    async with repo.transaction() as conn:
+        assert await repo.release_tasks(conn, [(task.id, task.fencing_token)]) == {task.id}
+    row = sql.execute("SELECT status, attempts FROM order_tasks").fetchone()
+    assert row == ("PENDING", 0)
+
+
+async def test_lease_extension_needs_the_current_token(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400)
+    [task] = await claim(repo, lease=5)
+    async with repo.transaction() as conn:
+        assert await repo.extend_leases(conn, [(task.id, task.fencing_token)], 600) == {task.id}
+        assert await repo.extend_leases(conn, [(task.id, task.fencing_token + 999)], 600) == set()
+    remaining = sql.execute(
+        "SELECT lease_expires_at - now() > interval '500 s' FROM order_tasks"
+    ).fetchone()
+    assert remaining == (True,)
+
+
+async def test_drained_dead_letters_are_claimed_again(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 400)
+    [task] = await claim(repo)
+    await fail(repo, [task], permanent=True)
+    sql.execute(
+        "UPDATE order_tasks SET status = 'FAILED_RETRYING', attempts = 0,"
+        " retry_after = NOW() WHERE status = 'FAILED_PERMANENT' AND order_id = %s",
+        (order_id,),
+    )
+    [again] = await claim(repo)
+    assert again.attempt == 1
+    await complete(repo, [again])
+    order = order_row(sql, order_id)
+    assert (order["status"], order["delivered"], order["failed_permanent_plays"]) == (
+        "COMPLETED",
+        400,
+        0,
+    )
+
+
+async def test_tasks_of_a_completed_order_are_never_claimed(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 800)
+    # An inconsistent row an operator might create: COMPLETED order, open task.
+    sql.execute("ALTER TABLE orders DISABLE TRIGGER orders_complete_closes_tasks")
+    sql.execute("UPDATE orders SET status = 'COMPLETED' WHERE id = %s", (order_id,))
+    sql.execute("ALTER TABLE orders ENABLE TRIGGER orders_complete_closes_tasks")
+    assert await claim(repo) == []
+
+
+async def test_without_a_healthy_node_nothing_is_claimed_and_tasks_wait(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 800)
+    sql.execute(
+        "UPDATE nodes SET circuit_state = 'OPEN', circuit_opened_until = now() + interval '1 hour'"
+    )
+    assert await claim(repo) == []
+    assert statuses(sql, order_id) == {"PENDING": 2}
+    sql.execute("UPDATE nodes SET circuit_opened_until = now() - interval '1 s'")  # half-open
+    assert len(await claim(repo)) == 2
+
+
+async def test_a_big_order_does_not_starve_a_small_one(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    big = insert_order(sql, 400 * 200)
+    sql.execute("UPDATE order_tasks SET queue_position = queue_position - 30")  # 30 s older
+    small = insert_order(sql, 400 * 3)
+    claimed = [t for _ in range(6) for t in await claim(repo, limit=10)]
+    small_claimed = [t for t in claimed if t.order_id == small]
+    assert len(small_claimed) == 3, "the small order's tasks run within the first batches"
+    assert any(t.order_id == big for t in claimed)
+
+
+async def test_node_circuit_opens_after_consecutive_failures_and_closes_on_success(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    from goodfellaz17.db.repository import NodeOutcome
+
+    node_id = sql.execute("SELECT id FROM nodes").fetchone()
+    assert node_id is not None
+    async with repo.transaction() as conn:
+        await repo.record_node_outcomes(
+            conn,
+            [NodeOutcome(node_id[0], 0, 5, False, 5, "HTTP 503")],
+            threshold=5,
+            cooldown_seconds=60,
+        )
+    state = sql.execute("SELECT circuit_state, circuit_opened_until > now() FROM nodes").fetchone()
+    assert state == ("OPEN", True)
+    async with repo.transaction() as conn:
+        await repo.record_node_outcomes(
+            conn, [NodeOutcome(node_id[0], 400, 0, True, 0, None)], threshold=5, cooldown_seconds=60
+        )
+    state = sql.execute("SELECT circuit_state, consecutive_failures FROM nodes").fetchone()
+    assert state == ("CLOSED", 0)

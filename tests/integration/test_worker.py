@@ -1,0 +1,243 @@
+"""The OrderDeliveryWorker in-process on a real database: delivery, retries,
+dead letters, wake-up by NOTIFY, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from prometheus_client import CollectorRegistry
+
+from goodfellaz17.backends.base import DeliveryRequest, RetryableDeliveryError
+from goodfellaz17.backends.simulated import SimulatedBackend, SimulatedConfig
+from goodfellaz17.settings import Settings
+from goodfellaz17.worker.worker import OrderDeliveryWorker
+from tests.conftest import make_settings
+from tests.helpers import insert_order, order_row, violations
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, db_url: str, **kwargs: Any
+) -> AsyncIterator[OrderDeliveryWorker]:
+    worker = OrderDeliveryWorker(settings, db_url, registry=CollectorRegistry(), **kwargs)
+    task = await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await task
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(interval)
+
+
+def all_orders_settled(sql: psycopg.Connection[Any]) -> bool:
+    row = sql.execute(
+        "SELECT count(*) FROM order_tasks WHERE status IN"
+        " ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
+    ).fetchone()
+    return row == (0,)
+
+
+async def test_worker_delivers_several_orders_exactly(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    ids = [insert_order(sql, q) for q in (15_000, 1_234, 401)]
+    settings = make_settings(db_url, worker_batch_size=10, worker_concurrency=16)
+    async with running_worker(settings, db_url) as worker:
+        await wait_for(lambda: all_orders_settled(sql))
+    for order_id, quantity in zip(ids, (15_000, 1_234, 401), strict=True):
+        order = order_row(sql, order_id)
+        assert (order["status"], order["delivered"]) == ("COMPLETED", quantity)
+    assert violations(sql) == []
+    assert worker.counters.completed == 38 + 4 + 2
+    assert worker.counters.processed == worker.counters.completed
+    assert not worker.is_running
+    row = sql.execute(
+        "SELECT status, total_completed FROM workers WHERE id = %s", (worker.worker_id,)
+    ).fetchone()
+    assert row == ("STOPPED", 44)
+
+
+async def test_failures_retry_with_backoff_then_complete(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 15_000)
+    settings = make_settings(db_url, sim_failure_rate=0.3, sim_seed=7, max_attempts=20)
+    async with running_worker(settings, db_url) as worker:
+        await wait_for(lambda: all_orders_settled(sql))
+    order = order_row(sql, order_id)
+    assert (order["status"], order["delivered"]) == ("COMPLETED", 15_000)
+    retries = sql.execute("SELECT sum(attempts - 1) FROM order_tasks").fetchone()
+    assert retries is not None and retries[0] > 0
+    assert worker.counters.retries == retries[0]
+    assert violations(sql) == []
+
+
+async def test_tasks_that_keep_failing_are_dead_lettered(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 2_000)
+    settings = make_settings(
+        db_url, sim_failure_rate=1.0, max_attempts=3, circuit_failure_threshold=1000
+    )
+    async with running_worker(settings, db_url) as worker:
+        await wait_for(lambda: all_orders_settled(sql))
+    order = order_row(sql, order_id)
+    assert (order["status"], order["delivered"], order["failed_permanent_plays"]) == (
+        "PROCESSING",
+        0,
+        2_000,
+    )
+    rows = sql.execute("SELECT DISTINCT status, attempts, last_error FROM order_tasks").fetchall()
+    assert rows == [("FAILED_PERMANENT", 3, "simulated failure on node sim-local-1")]
+    assert worker.counters.failed == 5
+    assert violations(sql) == []
+
+
+async def test_a_new_order_is_picked_up_at_once_despite_a_ten_second_poll(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    settings = make_settings(db_url, worker_poll_interval_seconds=10.0)
+    async with running_worker(settings, db_url):
+        await asyncio.sleep(0.5)  # let the worker finish its first claim and go idle
+        latencies = []
+        for _ in range(5):
+            order_id = insert_order(sql, 400)
+            started = time.monotonic()
+            await wait_for(
+                lambda oid=order_id: (
+                    sql.execute(
+                        "SELECT started_at IS NOT NULL FROM order_tasks WHERE order_id = %s", (oid,)
+                    ).fetchone()
+                    == (True,)
+                ),
+                timeout=5,
+                interval=0.002,
+            )
+            latencies.append(time.monotonic() - started)
+            await asyncio.sleep(0.1)
+    assert max(latencies) < 0.2, latencies
+
+
+class GatedBackend:
+    """Holds every delivery until released, so a test can stop mid-flight."""
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.release = asyncio.Event()
+
+    async def deliver(self, request: DeliveryRequest) -> None:
+        self.started += 1
+        await self.release.wait()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_stop_finishes_in_flight_tasks_and_hands_back_unstarted_claims(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 400 * 20)
+    backend = GatedBackend()
+    settings = make_settings(
+        db_url, worker_concurrency=2, worker_batch_size=5, worker_grace_period_seconds=10
+    )
+    worker = OrderDeliveryWorker(
+        settings, db_url, registry=CollectorRegistry(), backends={"simulated": backend}
+    )
+    task = await worker.start()
+    await wait_for(lambda: backend.started == 2)
+    held = sql.execute("SELECT count(*) FROM order_tasks WHERE status = 'EXECUTING'").fetchone()
+    assert held is not None and held[0] > 2  # prefetched claims beyond the two executing
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0.2)
+    backend.release.set()
+    await stopping
+    await task
+    rows = dict(sql.execute("SELECT status, count(*) FROM order_tasks GROUP BY status").fetchall())
+    assert rows == {"COMPLETED": 2, "PENDING": 18}
+    refunded = sql.execute(
+        "SELECT max(attempts) FROM order_tasks WHERE status = 'PENDING'"
+    ).fetchone()
+    assert refunded == (0,)
+    assert order_row(sql, order_id)["delivered"] == 2 * 400
+    assert violations(sql) == []
+
+
+class FlakyNode:
+    """A backend whose node fails every delivery (a dead endpoint)."""
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def deliver(self, request: DeliveryRequest) -> None:
+        self.calls += 1
+        raise RetryableDeliveryError("HTTP 503 from node")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_failing_node_opens_its_circuit_and_tasks_wait_instead_of_failing(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400 * 30)
+    backend = FlakyNode()
+    settings = make_settings(
+        db_url,
+        circuit_failure_threshold=3,
+        circuit_cooldown_seconds=3600,
+        max_attempts=50,
+        worker_concurrency=1,
+        worker_batch_size=1,
+    )
+    async with running_worker(settings, db_url, backends={"simulated": backend}):
+        await wait_for(
+            lambda: sql.execute("SELECT circuit_state FROM nodes").fetchone() == ("OPEN",)
+        )
+        calls_when_open = backend.calls
+        await asyncio.sleep(0.5)
+    assert backend.calls <= calls_when_open + 2  # at most the claims already held
+    dead = sql.execute(
+        "SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT'"
+    ).fetchone()
+    assert dead == (0,)
+
+
+async def test_the_simulated_backend_is_deterministic_with_a_seed() -> None:
+    import uuid
+
+    config = SimulatedConfig(latency_ms=0, failure_rate=0.5, seed=42, use_node_rate=False)
+    outcomes = []
+    for _ in range(2):
+        backend = SimulatedBackend(config)
+        run = []
+        for i in range(50):
+            request = DeliveryRequest(
+                uuid.UUID(int=i), uuid.UUID(int=0), 400, "t", 1, i, 1, "n1", None, 3600
+            )
+            try:
+                await backend.deliver(request)
+                run.append(True)
+            except RetryableDeliveryError:
+                run.append(False)
+        outcomes.append(run)
+    assert outcomes[0] == outcomes[1]
+    assert 10 < sum(outcomes[0]) < 40
