@@ -138,7 +138,8 @@ async def test_expired_lease_is_rescued_and_the_late_completion_is_rejected(
     assert rescued["status"] == "FAILED_RETRYING"
     assert rescued["lease_owner"] == "slow-worker"
     error = sql.execute("SELECT last_error FROM order_tasks").fetchone()
-    assert error is not None and "slow-worker" in error[0]
+    assert error is not None
+    assert "slow-worker" in error[0]
 
     assert await complete(repo, [task]) == set()  # the late worker counts nothing
     assert order_row(sql, order_id)["delivered"] == 0

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -26,7 +26,7 @@ from tests.helpers import insert_order, order_row, violations
 
 
 class Receiver(BaseHTTPRequestHandler):
-    seen: list[tuple[str, str | None, bytes]] = []
+    seen: ClassVar[list[tuple[str, str | None, bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))

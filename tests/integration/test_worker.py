@@ -34,9 +34,9 @@ async def running_worker(
 
 
 async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02
+    predicate: Callable[[], bool], within: float = 20.0, interval: float = 0.02
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -81,7 +81,8 @@ async def test_failures_retry_with_backoff_then_complete(
     order = order_row(sql, order_id)
     assert (order["status"], order["delivered"]) == ("COMPLETED", 15_000)
     retries = sql.execute("SELECT sum(attempts - 1) FROM order_tasks").fetchone()
-    assert retries is not None and retries[0] > 0
+    assert retries is not None
+    assert retries[0] > 0
     assert worker.counters.retries == retries[0]
     assert violations(sql) == []
 
@@ -163,7 +164,8 @@ async def test_stop_finishes_in_flight_tasks_and_hands_back_unstarted_claims(
     task = await worker.start()
     await wait_for(lambda: backend.started == 2)
     held = sql.execute("SELECT count(*) FROM order_tasks WHERE status = 'EXECUTING'").fetchone()
-    assert held is not None and held[0] > 2  # prefetched claims beyond the two executing
+    assert held is not None
+    assert held[0] > 2  # prefetched claims beyond the two executing
     stopping = asyncio.create_task(worker.stop())
     await asyncio.sleep(0.2)
     backend.release.set()
