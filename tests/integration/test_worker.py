@@ -125,7 +125,7 @@ async def test_a_new_order_is_picked_up_at_once_despite_a_ten_second_poll(
                     ).fetchone()
                     == (True,)
                 ),
-                timeout=5,
+                within=5,
                 interval=0.002,
             )
             latencies.append(time.monotonic() - started)
