@@ -153,6 +153,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GOODFELLAZ17_BACKOFF_MAX_SECONDS must be >= GOODFELLAZ17_BACKOFF_BASE_SECONDS"
             )
+        if self.worker_heartbeat_seconds * 2 >= self.task_lease_seconds:
+            raise ValueError(
+                "GOODFELLAZ17_WORKER_HEARTBEAT_SECONDS must be less than half of "
+                "GOODFELLAZ17_TASK_LEASE_SECONDS, or leases expire between heartbeats"
+            )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError(
                 "GOODFELLAZ17_DB_POOL_MIN_SIZE must be <= GOODFELLAZ17_DB_POOL_MAX_SIZE"

@@ -243,3 +243,18 @@ async def test_the_simulated_backend_is_deterministic_with_a_seed() -> None:
         outcomes.append(run)
     assert outcomes[0] == outcomes[1]
     assert 10 < sum(outcomes[0]) < 40
+
+
+async def test_a_long_task_keeps_its_lease_by_heartbeat(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = insert_order(sql, 400)
+    settings = make_settings(
+        db_url, task_lease_seconds=1.0, worker_heartbeat_seconds=0.1, sim_latency_ms=3000
+    )
+    async with running_worker(settings, db_url) as worker:
+        await wait_for(lambda: all_orders_settled(sql), within=20)
+    row = sql.execute("SELECT status, attempts FROM order_tasks").fetchone()
+    assert row == ("COMPLETED", 1)
+    assert worker.counters.recovered_orphans == 0
+    assert order_row(sql, order_id)["delivered"] == 400

@@ -525,7 +525,7 @@ class OrderDeliveryWorker:
                     last_heartbeat = now
             except _DB_ERRORS as exc:
                 self.log.debug("control loop: database unavailable", error=str(exc)[:200])
-            await asyncio.sleep(CHAOS_REFRESH_SECONDS)
+            await asyncio.sleep(min(CHAOS_REFRESH_SECONDS, self.settings.worker_heartbeat_seconds))
 
     async def _refresh_chaos(self) -> None:
         row = await self.repo.get_chaos()
