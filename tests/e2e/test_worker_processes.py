@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import psycopg
 import pytest
 
 from goodfellaz17.backends.simulated import read_ledger
+from tests.e2e.ledger import ledger_report
 from tests.e2e.procs import Proc, service_env, wait_until
 from tests.helpers import insert_order, order_row, violations
 
@@ -26,18 +26,11 @@ def open_tasks(sql: psycopg.Connection[Any]) -> int:
 
 
 def assert_ledger_matches_accounting(sql: psycopg.Connection[Any], ledger: Path) -> None:
-    """Every unit in orders.delivered corresponds to exactly one accepted delivery:
-    each COMPLETED task's final claim (task id, fencing token) is in the ledger once."""
-    entries = read_ledger(ledger)
-    accepted = Counter((str(e["task_id"]), int(str(e["fencing_token"]))) for e in entries)
-    completed = sql.execute(
-        "SELECT id::text, fencing_token, quantity FROM order_tasks WHERE status = 'COMPLETED'"
-    ).fetchall()
-    for task_id, token, _ in completed:
-        assert accepted[(task_id, token)] == 1, (task_id, token)
-    delivered = sql.execute("SELECT sum(delivered) FROM orders").fetchone()
-    assert delivered is not None
-    assert delivered[0] == sum(q for _, _, q in completed)
+    """Every unit in orders.delivered corresponds to exactly one accepted delivery."""
+    report = ledger_report(sql, ledger)
+    assert report["lost"] == 0, report
+    assert report["double_counted"] == 0, report
+    assert report["units_delivered"] == report["units_in_completed_tasks"], report
 
 
 def test_three_workers_share_orders_without_executing_any_task_twice(

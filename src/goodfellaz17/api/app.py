@@ -32,7 +32,9 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = create_pool(database_url, settings, application_name="goodfellaz17-api")
+        pool = create_pool(
+            database_url, settings, application_name="goodfellaz17-api", check_on_checkout=True
+        )
         await pool.open(wait=False)
         repo = Repository(pool)
         ctx = AppContext(settings=settings, repo=repo, keyring=KeyRing(settings.api_keys))

@@ -66,8 +66,13 @@ def create_pool(
     application_name: str = "goodfellaz17",
     min_size: int | None = None,
     max_size: int | None = None,
+    check_on_checkout: bool = False,
 ) -> AsyncConnectionPool[AsyncConn]:
-    """An unopened pool; callers `await pool.open()` inside their event loop."""
+    """An unopened pool; callers `await pool.open()` inside their event loop.
+
+    `check_on_checkout` pings each connection as it is handed out, so the first
+    request after a database restart gets a fresh connection instead of an
+    error; it costs a round trip, so the worker's hot path does without."""
     max_size = max_size or settings.db_pool_max_size
     min_size = min(min_size if min_size is not None else settings.db_pool_min_size, max_size)
     return AsyncConnectionPool(
@@ -80,6 +85,7 @@ def create_pool(
         timeout=settings.db_connect_timeout_seconds,
         reconnect_timeout=0,  # keep trying for ever: the database may come back
         name=application_name,
+        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
     )
 
 
