@@ -301,7 +301,10 @@ def orders_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "status", "quantity", "delivered", "dead-lettered", "created")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=36)  # ids are for copying: never cut
+    for header in ("status", "quantity", "delivered", "dead-lettered", "created"):
+        table.add_column(header)
     for r in rows:
         table.add_row(
             str(r["id"]),
