@@ -78,6 +78,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     )
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,  # drop disabled levels before any work
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,

@@ -62,8 +62,8 @@ class PrivateServer:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivateServer]:
-    server = PrivateServer(tmp_path)
+def private_pg(private_dir: Path) -> Iterator[PrivateServer]:
+    server = PrivateServer(private_dir)
     apply_migrations(server.url)
     yield server
     server.cleanup()

@@ -113,40 +113,45 @@ SELECT min(retry_after) AS next_retry_at, now() AS db_now
 FROM order_tasks
 WHERE status = 'FAILED_RETRYING';
 
--- name: task_complete_many
--- Fenced: only the claim that still holds the token may complete; a worker
--- whose lease was rescued or re-claimed changes nothing and counts nothing.
--- The accounting triggers add the units to the orders, once per statement.
-UPDATE order_tasks t SET
-    status = 'COMPLETED',
-    executed_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS c (id, token)
-WHERE t.id = c.id
-  AND t.fencing_token = c.token
-  AND t.status = 'EXECUTING'
-RETURNING t.id;
-
--- name: task_fail_many
--- Fenced like completion. Retryable failures back off (the delay comes with
--- full jitter from the worker); permanent errors and exhausted attempts go to
--- the dead-letter queue.
-UPDATE order_tasks t SET
-    status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                  THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
-    retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                       THEN NULL ELSE now() + make_interval(secs => f.delay) END,
-    queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                          THEN t.queue_position
-                          ELSE extract(epoch FROM now()) + f.delay END,
-    last_error = f.error,
-    executed_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(errors)s::text[],
-            %(permanent)s::boolean[], %(delays)s::double precision[])
-     AS f (id, token, error, permanent, delay)
-WHERE t.id = f.id
-  AND t.fencing_token = f.token
-  AND t.status = 'EXECUTING'
-RETURNING t.id, t.order_id, t.status, t.attempts;
+-- name: task_record_outcomes
+-- One statement (one round trip) records a whole batch of outcomes. Both
+-- halves are fenced: only the claim that still holds the token may complete
+-- or fail its task; a worker whose lease was rescued or re-claimed changes
+-- nothing and counts nothing. Retryable failures back off (the delay comes
+-- with full jitter from the worker); permanent errors and exhausted attempts
+-- go to the dead-letter queue. The accounting triggers add the units to the
+-- orders once for the statement.
+WITH completed AS (
+    UPDATE order_tasks t SET
+        status = 'COMPLETED',
+        executed_at = now()
+    FROM unnest(%(done_ids)s::uuid[], %(done_tokens)s::bigint[]) AS c (id, token)
+    WHERE t.id = c.id
+      AND t.fencing_token = c.token
+      AND t.status = 'EXECUTING'
+    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
+), failed AS (
+    UPDATE order_tasks t SET
+        status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                      THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+        retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                           THEN NULL ELSE now() + make_interval(secs => f.delay) END,
+        queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                              THEN t.queue_position
+                              ELSE extract(epoch FROM now()) + f.delay END,
+        last_error = f.error,
+        executed_at = now()
+    FROM unnest(%(failed_ids)s::uuid[], %(failed_tokens)s::bigint[], %(errors)s::text[],
+                %(permanent)s::boolean[], %(delays)s::double precision[])
+         AS f (id, token, error, permanent, delay)
+    WHERE t.id = f.id
+      AND t.fencing_token = f.token
+      AND t.status = 'EXECUTING'
+    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
+)
+SELECT * FROM completed
+UNION ALL
+SELECT * FROM failed;
 
 -- name: task_release_many
 -- A stopping worker hands back claims it never started: PENDING again, and

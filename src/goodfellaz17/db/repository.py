@@ -199,26 +199,23 @@ class Repository:
         assert row is not None
         return row["next_retry_at"], row["db_now"]
 
-    async def complete_tasks(
-        self, conn: AsyncConn, done: Sequence[tuple[uuid.UUID, int]]
-    ) -> set[uuid.UUID]:
-        """Fenced batch completion; returns the ids that really completed."""
-        rows = await self._fetchall(
-            "task_complete_many",
-            {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]},
-            conn,
-        )
-        return {r["id"] for r in rows}
-
-    async def fail_tasks(
-        self, conn: AsyncConn, failures: Sequence[TaskFailure], *, max_attempts: int
+    async def record_outcomes(
+        self,
+        conn: AsyncConn,
+        successes: Sequence[tuple[uuid.UUID, int]],
+        failures: Sequence[TaskFailure],
+        *,
+        max_attempts: int,
     ) -> list[DictRow]:
-        """Fenced batch failure; returns id, order_id, new status, attempts."""
+        """Fenced batch of completions and failures in one statement; returns
+        id, order_id, new status, attempts, quantity of the tasks that changed."""
         return await self._fetchall(
-            "task_fail_many",
+            "task_record_outcomes",
             {
-                "ids": [f.task_id for f in failures],
-                "tokens": [f.fencing_token for f in failures],
+                "done_ids": [s[0] for s in successes],
+                "done_tokens": [s[1] for s in successes],
+                "failed_ids": [f.task_id for f in failures],
+                "failed_tokens": [f.fencing_token for f in failures],
                 "errors": [f.error for f in failures],
                 "permanent": [f.permanent for f in failures],
                 "delays": [f.delay_seconds for f in failures],
