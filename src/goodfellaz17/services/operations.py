@@ -42,7 +42,12 @@ FORCE_COMPLETE = "force_complete"
 CANCEL = "cancel"
 
 # Deadlock victims and serialization failures: safe to run again from the top.
-TRANSIENT_DB_ERRORS = (psycopg.errors.TransactionRollback,)
+# Named one by one: psycopg does not derive them from TransactionRollback.
+TRANSIENT_DB_ERRORS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
 MAX_TRANSACTION_ATTEMPTS = 5
 
 
