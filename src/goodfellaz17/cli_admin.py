@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -91,6 +92,10 @@ def _rows(columns: list[str], items: list[dict[str, Any]], title: str | None = N
 
 
 def _run(settings: Settings, action: Callable[[Repository], Awaitable[Any]]) -> Any:
+    """Run against the database; log lines go to stderr so --json stays clean."""
+    from goodfellaz17.logs import configure_logging
+
+    configure_logging(settings, stream=sys.stderr)
     return run_with_repo(settings, action)
 
 
@@ -309,7 +314,7 @@ def nodes_list(as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(data)
     else:
-        out.print(_rows([*NODE_COLUMNS, "totalDelivered", "lastError"], data))
+        out.print(_rows(NODE_COLUMNS, data))
 
 
 def _set_enabled(node_id: int, enabled: bool, as_json: bool) -> None:
