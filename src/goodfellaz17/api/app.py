@@ -81,4 +81,5 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
     app.include_router(capacity.router)
     app.include_router(chaos.router)
     app.include_router(nodes.router)
+    app.include_router(nodes.proxies_router)
     return app
