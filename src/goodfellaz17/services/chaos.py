@@ -94,7 +94,14 @@ async def enable_chaos(
             conn, action="chaos_enable", order_id=None, actor=actor, details=Jsonb(details)
         )
         await repo.notify_tasks_due(conn, "chaos")
-    log.warning("chaos enabled", actor=actor, **details)
+    log.warning(
+        "chaos enabled",
+        actor=actor,
+        worker_paused=worker_paused,
+        failure_rate=failure_rate,
+        latency_ms=latency_ms,
+        ttl_seconds=ttl,
+    )
     return _state(row)
 
 

@@ -99,7 +99,17 @@ async def _perform(
             recorded = await repo.record_operator_action(
                 conn, action=action, order_id=order_id, actor=actor, details=Jsonb(details)
             )
-        log.info("operator action", action=action, order_id=str(order_id), actor=actor, **details)
+        log.info(
+            "operator action",
+            action=action,
+            order_id=str(order_id),
+            actor=actor,
+            tasks=done.tasks,
+            units=done.units,
+            status_before=before["status"],
+            status_after=after["status"],
+            force=done.details.get("force"),
+        )
         return {
             "action": action,
             "orderId": str(order_id),
