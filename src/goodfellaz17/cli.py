@@ -322,3 +322,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# The operator commands mirroring the admin API live in their own module;
+# importing it registers them on `app` and `orders_app`.
+from goodfellaz17 import cli_admin as _cli_admin  # noqa: E402, F401

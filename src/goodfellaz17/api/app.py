@@ -17,7 +17,16 @@ from goodfellaz17.api.auth import KeyRing
 from goodfellaz17.api.deps import AppContext
 from goodfellaz17.api.errors import install_error_handlers
 from goodfellaz17.api.middleware import RequestGuardMiddleware
-from goodfellaz17.api.routes import health, orders
+from goodfellaz17.api.routes import (
+    admin_orders,
+    capacity,
+    chaos,
+    health,
+    invariants,
+    nodes,
+    orders,
+    workers,
+)
 from goodfellaz17.db.pool import create_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import get_logger
@@ -68,4 +77,11 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
     )
     app.include_router(health.router)
     app.include_router(orders.router)
+    app.include_router(workers.router)
+    app.include_router(invariants.router)
+    app.include_router(admin_orders.router)
+    app.include_router(capacity.router)
+    app.include_router(chaos.router)
+    app.include_router(nodes.router)
+    app.include_router(nodes.proxies_router)
     return app

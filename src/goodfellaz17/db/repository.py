@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from goodfellaz17.db.pool import AsyncConn
@@ -151,6 +152,40 @@ class Repository:
 
     async def list_order_tasks(self, order_id: uuid.UUID) -> list[DictRow]:
         return await self._fetchall("order_tasks_list", {"order_id": order_id})
+
+    async def order_progress(
+        self, order_id: uuid.UUID, *, window_seconds: float, conn: AsyncConn | None = None
+    ) -> Row | None:
+        return await self._fetchone(
+            "order_progress", {"order_id": order_id, "window_seconds": window_seconds}, conn
+        )
+
+    async def list_failed_tasks(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
+        return await self._fetchall("order_failed_tasks", {"order_id": order_id, "limit": limit})
+
+    async def lock_order_for_action(self, conn: AsyncConn, order_id: uuid.UUID) -> Row | None:
+        """Lock the order's open tasks; the order with open task counts, or None."""
+        return await self._fetchone("order_lock_for_action", {"order_id": order_id}, conn)
+
+    async def retry_tasks_now(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("order_tasks_retry_now", {"order_id": order_id}, conn)
+
+    async def drain_dead_letters(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("order_tasks_drain_dead_letters", {"order_id": order_id}, conn)
+
+    async def force_complete_order(self, conn: AsyncConn, order_id: uuid.UUID) -> bool:
+        return (
+            await self._fetchone("order_force_complete", {"order_id": order_id}, conn) is not None
+        )
+
+    async def cancel_open_tasks(
+        self, conn: AsyncConn, order_id: uuid.UUID, *, reason: str, include_executing: bool
+    ) -> list[DictRow]:
+        return await self._fetchall(
+            "order_tasks_cancel_open",
+            {"order_id": order_id, "reason": reason, "include_executing": include_executing},
+            conn,
+        )
 
     # ------------------------------------------------------------ tasks
 
@@ -299,6 +334,7 @@ class Repository:
         node_identifier: str,
         endpoint: str | None,
         capacity_per_hour: int,
+        conn: AsyncConn | None = None,
     ) -> Row | None:
         return await self._fetchone(
             "node_create",
@@ -308,6 +344,7 @@ class Repository:
                 "endpoint": endpoint,
                 "capacity_per_hour": capacity_per_hour,
             },
+            conn,
         )
 
     async def upsert_node(
@@ -325,8 +362,12 @@ class Repository:
     async def list_nodes(self) -> list[DictRow]:
         return await self._fetchall("node_list")
 
-    async def set_node_enabled(self, node_id: int, enabled: bool) -> Row | None:
-        return await self._fetchone("node_set_enabled", {"node_id": node_id, "enabled": enabled})
+    async def set_node_enabled(
+        self, node_id: int, enabled: bool, conn: AsyncConn | None = None
+    ) -> Row | None:
+        return await self._fetchone(
+            "node_set_enabled", {"node_id": node_id, "enabled": enabled}, conn
+        )
 
     # ------------------------------------------------------------ workers
 
@@ -339,6 +380,16 @@ class Repository:
 
     async def heartbeat_worker(self, conn: AsyncConn, **values: Any) -> None:
         await conn.execute(self.q["worker_heartbeat"], values)
+
+    async def list_workers(self, *, stale_after_seconds: float, limit: int) -> list[DictRow]:
+        return await self._fetchall(
+            "worker_list", {"stale_after_seconds": stale_after_seconds, "limit": limit}
+        )
+
+    async def worker_totals(self, *, stale_after_seconds: float) -> Row:
+        row = await self._fetchone("worker_totals", {"stale_after_seconds": stale_after_seconds})
+        assert row is not None, "an aggregate always returns a row"
+        return row
 
     # ------------------------------------------------------------ invariants
 
@@ -366,9 +417,68 @@ class Repository:
         ts: datetime = row["check_timestamp"]
         return ts
 
+    async def list_orphans(self, conn: AsyncConn, *, limit: int) -> list[DictRow]:
+        return await self._fetchall("invariant_orphans", {"limit": limit}, conn)
+
     # ------------------------------------------------------------ chaos
 
     async def get_chaos(self, conn: AsyncConn | None = None) -> Row:
         row = await self._fetchone("chaos_get", None, conn)
         assert row is not None, "chaos_settings row is created by the migrations"
         return row
+
+    async def enable_chaos(
+        self,
+        conn: AsyncConn,
+        *,
+        worker_paused: bool,
+        failure_rate: float,
+        latency_ms: int,
+        ttl_seconds: float,
+        actor: str,
+    ) -> Row:
+        row = await self._fetchone(
+            "chaos_enable",
+            {
+                "worker_paused": worker_paused,
+                "failure_rate": failure_rate,
+                "latency_ms": latency_ms,
+                "ttl_seconds": ttl_seconds,
+                "actor": actor,
+            },
+            conn,
+        )
+        assert row is not None, "chaos_settings row is created by the migrations"
+        return row
+
+    async def disable_chaos(self, conn: AsyncConn, *, actor: str) -> Row:
+        row = await self._fetchone("chaos_disable", {"actor": actor}, conn)
+        assert row is not None, "chaos_settings row is created by the migrations"
+        return row
+
+    async def notify_tasks_due(self, conn: AsyncConn, payload: str) -> None:
+        await conn.execute(self.q["tasks_due_notify"], {"payload": payload})
+
+    # ------------------------------------------------------------ operator actions
+
+    async def record_operator_action(
+        self,
+        conn: AsyncConn,
+        *,
+        action: str,
+        order_id: uuid.UUID | None,
+        actor: str,
+        details: Jsonb,
+    ) -> Row:
+        row = await self._fetchone(
+            "operator_action_record",
+            {"action": action, "order_id": order_id, "actor": actor, "details": details},
+            conn,
+        )
+        assert row is not None
+        return row
+
+    # ------------------------------------------------------------ capacity
+
+    async def capacity_by_backend(self) -> list[DictRow]:
+        return await self._fetchall("capacity_by_backend")
