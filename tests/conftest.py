@@ -14,11 +14,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from goodfellaz17.db.migrate import apply_migrations
 from goodfellaz17.db.pool import open_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.settings import Settings, load_settings
+
+# A shared 2-core machine: per-example deadlines only measure the neighbours.
+hypothesis_settings.register_profile("goodfellaz17", deadline=None)
+hypothesis_settings.load_profile("goodfellaz17")
 
 READ_KEY = "test-read-key-0123456789"
 ORDERS_KEY = "test-orders-key-0123456789"
