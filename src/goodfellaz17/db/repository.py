@@ -375,3 +375,14 @@ class Repository:
         row = await self._fetchone("chaos_get", None, conn)
         assert row is not None, "chaos_settings row is created by the migrations"
         return row
+
+    # ------------------------------------------------------------ metrics
+
+    async def metrics_gauges(self, *, stale_after_seconds: float, connect_timeout: float) -> Row:
+        """The scrape-time gauges, in one cheap statement (see metrics_gauges)."""
+        async with self.pool.connection(timeout=connect_timeout) as conn:
+            row = await self._fetchone(
+                "metrics_gauges", {"stale_after_seconds": stale_after_seconds}, conn
+            )
+        assert row is not None
+        return row
