@@ -204,7 +204,8 @@ UPDATE order_tasks t SET
     executed_at = now()
 FROM decided d
 WHERE t.id = d.id
-RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity;
+RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
+          (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 
 -- ---------------------------------------------------------------- nodes
 
