@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 GAUGE_QUERY_TIMEOUT_SECONDS = 2.0
-GAUGE_MAX_AGE_SECONDS = 1.0
 
 TASK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -183,8 +182,10 @@ class DatabaseGaugeCollector(Collector):
 
     `refresh()` (async) runs the one `metrics_gauges` statement and keeps the
     values; `collect()` (sync, called by generate_latest) only reads them.
-    Concurrent scrapes share one query, and values younger than `max_age`
-    are reused, so a burst of scrapes costs the database one statement.
+    Scrapes that arrive while a read is in flight wait for that read instead
+    of starting their own, so a burst of scrapes costs the database one
+    statement, and every scrape still sees values read after it arrived or
+    during its wait.
     """
 
     def __init__(
@@ -193,16 +194,13 @@ class DatabaseGaugeCollector(Collector):
         *,
         stale_after_seconds: float,
         timeout: float = GAUGE_QUERY_TIMEOUT_SECONDS,
-        max_age: float = GAUGE_MAX_AGE_SECONDS,
     ) -> None:
         self._repo = repo
         self._stale_after = stale_after_seconds
         self._timeout = timeout
-        self._max_age = max_age
         self._values: dict[str, float | None] | None = None
-        self._refreshed_at = -math.inf
         self._duration = math.nan
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
         self._reported_down = False
 
     @property
@@ -210,25 +208,33 @@ class DatabaseGaugeCollector(Collector):
         return self._values is not None
 
     async def refresh(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._refreshed_at < self._max_age:
-                return
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self._timeout):
-                    row = await self._repo.metrics_gauges(
-                        stale_after_seconds=self._stale_after, connect_timeout=self._timeout
-                    )
-            except (psycopg.Error, TimeoutError, OSError) as exc:  # pool errors are psycopg.Errors
-                self._values = None
-                if not self._reported_down:
-                    log.warning("metrics: database unavailable", error=type(exc).__name__)
-                    self._reported_down = True
-            else:
-                self._values = _values(row)
-                self._reported_down = False
-            self._duration = time.perf_counter() - started
-            self._refreshed_at = time.monotonic()
+        if self._inflight is None:
+            read = asyncio.ensure_future(self._read())
+            read.add_done_callback(self._read_done)
+            self._inflight = read
+        # shield: a scraper that hangs up must not cancel the read others wait on
+        await asyncio.shield(self._inflight)
+
+    def _read_done(self, read: asyncio.Future[None]) -> None:
+        if self._inflight is read:
+            self._inflight = None
+
+    async def _read(self) -> None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                row = await self._repo.metrics_gauges(
+                    stale_after_seconds=self._stale_after, connect_timeout=self._timeout
+                )
+        except (psycopg.Error, TimeoutError, OSError) as exc:  # pool errors are psycopg.Errors
+            self._values = None
+            if not self._reported_down:
+                log.warning("metrics: database unavailable", error=type(exc).__name__)
+                self._reported_down = True
+        else:
+            self._values = _values(row)
+            self._reported_down = False
+        self._duration = time.perf_counter() - started
 
     def describe(self) -> Iterable[Metric]:
         return [

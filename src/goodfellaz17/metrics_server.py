@@ -68,7 +68,12 @@ class MetricsServer:
             raise
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app, lifespan="off", log_config=None, access_log=False, server_header=False
+            self._app,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
         )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="metrics-port")

@@ -54,7 +54,11 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
         metrics_server = None
         if settings.metrics_port is not None:
             metrics_server = MetricsServer(ctx.metrics, settings.host, settings.metrics_port)
-            await metrics_server.start()
+            try:
+                await metrics_server.start()
+            except BaseException:
+                await pool.close()
+                raise
             app.state.metrics_port = metrics_server.port
         worker_task = None
         if with_worker:
