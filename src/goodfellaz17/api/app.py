@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from goodfellaz17 import __version__
+from goodfellaz17.api.access_log import AccessLogMiddleware
 from goodfellaz17.api.auth import KeyRing
 from goodfellaz17.api.deps import AppContext
 from goodfellaz17.api.errors import install_error_handlers
@@ -97,6 +98,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
     app.add_middleware(
         RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes, json_prefixes=("/api/",)
     )
+    app.add_middleware(AccessLogMiddleware)  # outermost: sees every answer, even a 413
     app.include_router(health.router)
     app.include_router(orders.router)
     app.include_router(metrics_routes.router)
