@@ -5,16 +5,39 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from goodfellaz17.logs import configure_logging
 from goodfellaz17.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yml"
+ALERT_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
+ALERTMANAGER = PROMETHEUS / "alertmanager.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "goodfellaz17.json"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
 
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -73,3 +96,25 @@ def captured_logs(settings: Settings) -> Iterator[io.StringIO]:
 def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
     lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
     return [json.loads(line) for line in lines]
+
+
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+    "and", "or", "unless", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (enough PromQL for our rules
+    and dashboards: no label matcher, range, string or grouping survives)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        token = match.group(0)
+        if token.lower() in _PROMQL_WORDS or text[match.end() :].lstrip().startswith("("):
+            continue
+        names.add(token)
+    return names
