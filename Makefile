@@ -50,6 +50,7 @@ prometheus-tools: ## install promtool and amtool (Debian: prometheus, prometheus
 .PHONY: promtool-test
 promtool-test: prometheus-tools ## check and unit-test the alert rules, check the Alertmanager config
 	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/prometheus/alertmanager.yml
 

@@ -97,6 +97,8 @@ def test_promtool_checks_the_rules_and_passes_their_unit_tests(
     checked = run(promtool, "check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in checked.stdout
+    configured = run(promtool, "check", "config", str(ALERTS.parent / "prometheus.yml"))
+    assert configured.returncode == 0, configured.stdout + configured.stderr
     tested = run(promtool, "test", "rules", *map(str, ALERT_TESTS))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert tested.stdout.count("SUCCESS") == len(ALERT_TESTS)
