@@ -10,8 +10,8 @@ A scrape never blocks the event loop on the database: prometheus collectors
 are synchronous, so `MetricsExporter.render()` first refreshes the gauge
 values through the async pool (one statement, bounded by a timeout), then
 renders the registry from memory. With the database down a scrape still
-answers at once-ish, with `delivery_database_up 0` and the gauges left out
-(an absent series is honest; a stale one would hide the outage).
+answers within that timeout, with `delivery_database_up 0` and the gauges left
+out (an absent series is honest; a stale one would hide the outage).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ DATABASE_GAUGES = (
     ),
     DatabaseGauge(
         "delivery_invariant_violations",
-        "Violations found by the latest global invariant check (0 before the first)",
+        "Violations listed by the latest global invariant check (at most 1000; 0 before the first)",
         "invariant_violations",
     ),
     DatabaseGauge(
