@@ -313,7 +313,8 @@ UPDATE order_tasks t SET
     executed_at = now()
 FROM decided d
 WHERE t.id = d.id
-RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity;
+RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
+          (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 
 -- ---------------------------------------------------------------- nodes
 
@@ -587,3 +588,52 @@ SELECT COALESCE(n.backend, b.backend) AS backend,
 FROM node_caps n
 FULL JOIN backlog b ON b.backend = n.backend
 ORDER BY 1;
+
+-- ---------------------------------------------------------------- metrics
+
+-- name: metrics_gauges
+-- Everything /metrics reads from the database, in one round trip. Each count
+-- walks a partial index (index-only where the visibility map allows), so the
+-- cost follows the size of each state, not of the table. Pending is the due
+-- index (PENDING + FAILED_RETRYING) minus the retry index (FAILED_RETRYING)
+-- because neither index holds the status column. The thresholds (5 minutes,
+-- 2 and 4 hours) are the contract's alert thresholds. Invariant violations
+-- come from the latest GLOBAL check, never from running the check here.
+SELECT
+    (SELECT count(*) FROM order_tasks
+      WHERE status IN ('PENDING', 'FAILED_RETRYING'))                      AS tasks_waiting,
+    (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_RETRYING')   AS tasks_retrying,
+    e.tasks_executing,
+    e.tasks_executing_over_5m,
+    (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT')  AS dead_letter_queue,
+    (SELECT count(*) FROM workers
+      WHERE status <> 'STOPPED'
+        AND last_heartbeat_at > now() - make_interval(secs => %(stale_after_seconds)s))
+                                                                          AS workers_active,
+    p.orders_processing_over_2h,
+    p.orders_processing_over_4h,
+    i.invariant_violations,
+    extract(epoch FROM i.check_timestamp)::double precision               AS invariant_checked_at,
+    (SELECT enabled AND (expires_at IS NULL OR expires_at > now())
+       FROM chaos_settings WHERE id = 1)                                  AS chaos_active,
+    (SELECT count(*) FROM nodes
+      WHERE enabled AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now()))
+                                                                          AS nodes_healthy,
+    (SELECT count(*) FROM nodes)                                          AS nodes_total
+FROM (SELECT count(*) AS tasks_executing,
+             count(*) FILTER (WHERE started_at < now() - interval '5 minutes')
+                 AS tasks_executing_over_5m
+        FROM order_tasks WHERE status = 'EXECUTING') e
+CROSS JOIN (SELECT count(*) FILTER (WHERE created_at < now() - interval '2 hours')
+                       AS orders_processing_over_2h,
+                   count(*) FILTER (WHERE created_at < now() - interval '4 hours')
+                       AS orders_processing_over_4h
+              FROM orders
+             WHERE status = 'PROCESSING' AND created_at < now() - interval '2 hours') p
+LEFT JOIN LATERAL (
+    SELECT check_timestamp,
+           CASE WHEN passed THEN 0 ELSE jsonb_array_length(checks) END AS invariant_violations
+      FROM invariant_check_log
+     WHERE scope = 'GLOBAL' AND order_id IS NULL
+     ORDER BY check_timestamp DESC
+     LIMIT 1) i ON true;

@@ -482,3 +482,14 @@ class Repository:
 
     async def capacity_by_backend(self) -> list[DictRow]:
         return await self._fetchall("capacity_by_backend")
+
+    # ------------------------------------------------------------ metrics
+
+    async def metrics_gauges(self, *, stale_after_seconds: float, connect_timeout: float) -> Row:
+        """The scrape-time gauges, in one cheap statement (see metrics_gauges)."""
+        async with self.pool.connection(timeout=connect_timeout) as conn:
+            row = await self._fetchone(
+                "metrics_gauges", {"stale_after_seconds": stale_after_seconds}, conn
+            )
+        assert row is not None
+        return row

@@ -398,7 +398,7 @@ class OrderDeliveryWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a backend bug must not lose the task
-            self.log.exception("backend raised unexpectedly", task_id=str(task.id))
+            self.log.exception("backend raised unexpectedly", **_task_fields(task))
             return _Outcome(
                 task,
                 ok=False,
@@ -650,7 +650,7 @@ class OrderDeliveryWorker:
             order_id=str(row["order_id"]),
             task_id=str(row["id"]),
             attempt=row["attempts"],
-            node=row["node_id"],
+            node=row["node_identifier"],
             lost_by=row["lease_owner"],
             new_status=row["status"],
         )
