@@ -113,6 +113,41 @@ class _Outcome:
     counts_against_node: bool = False
 
 
+_HEAD = float("-inf")
+CURSOR_RESCAN_SECONDS = 1.0
+
+
+class _QueueCursor:
+    """One claimer's place in the queue (a queue_position). It goes back to
+    the head whenever new work is announced (NOTIFY: a new order may sort
+    before it) and at least every second (retries coming due), so fairness
+    between orders is kept while the common claim skips the head."""
+
+    def __init__(self, worker: OrderDeliveryWorker) -> None:
+        self._worker = worker
+        self._at = _HEAD
+        self._seen_notifications = worker.notifications
+        self._rescanned_at = time.monotonic()
+
+    def position(self) -> float:
+        if (
+            self._worker.notifications != self._seen_notifications
+            or time.monotonic() - self._rescanned_at > CURSOR_RESCAN_SECONDS
+        ):
+            self._seen_notifications = self._worker.notifications
+            self._at = _HEAD
+        if self._at == _HEAD:
+            self._rescanned_at = time.monotonic()
+        return self._at
+
+    def rescanned(self) -> None:
+        self._rescanned_at = time.monotonic()
+
+    def advance(self, claimed: list[ClaimedTask]) -> None:
+        if claimed:
+            self._at = max(self._at, max(t.queue_position for t in claimed))
+
+
 @dataclass(slots=True)
 class _Held:
     """A claim this worker holds: its token, and when it was claimed."""
@@ -181,6 +216,7 @@ class OrderDeliveryWorker:
         self._main: asyncio.Task[None] | None = None
         self._capacity = settings.worker_concurrency + settings.worker_batch_size
         self._room_waiters = 0
+        self.notifications = 0  # NOTIFYs received: claimers rescan from the head
         self._reserved = 0
         self._flush_slots = asyncio.Semaphore(settings.worker_claimers)
         self._flushes: set[asyncio.Task[None]] = set()
@@ -308,6 +344,7 @@ class OrderDeliveryWorker:
 
     async def _claim_loop(self) -> None:
         poll = self.settings.worker_poll_interval_seconds
+        cursor = _QueueCursor(self)
         while not self._stopping.is_set():
             room = self._capacity - len(self._held) - self._reserved
             if room <= 0:
@@ -320,7 +357,7 @@ class OrderDeliveryWorker:
             limit = min(self.settings.worker_batch_size, room)
             self._reserved += limit  # other claimers see the room as taken
             try:
-                claimed = await self._claim(limit)
+                claimed = await self._claim(limit, cursor)
             except _DB_ERRORS as exc:
                 self.log.warning("claim failed: database unavailable", error=str(exc)[:200])
                 await self._claim_wakeup.wait(min(poll, 1.0))
@@ -331,13 +368,28 @@ class OrderDeliveryWorker:
                 continue  # there may be more: claim again while there is room
             await self._claim_wakeup.wait(await self._idle_timeout(poll))
 
-    async def _claim(self, limit: int) -> list[ClaimedTask]:
-        async with self.repo.transaction() as conn:
+    async def _claim(self, limit: int, cursor: _QueueCursor) -> list[ClaimedTask]:
+        """Claim from where this claimer left off in the queue; only when that
+        runs dry, from the head. The head is where every claimed task leaves an
+        index entry behind until vacuum can remove it (never, while another
+        session holds an old snapshot): starting past them keeps a claim's cost
+        flat when dead rows pile up."""
+        start = cursor.position()
+        claimed = await self._claim_from(limit, start)
+        if len(claimed) < limit and start != _HEAD:
+            claimed += await self._claim_from(limit - len(claimed), _HEAD)
+            cursor.rescanned()
+        cursor.advance(claimed)
+        return claimed
+
+    async def _claim_from(self, limit: int, from_position: float) -> list[ClaimedTask]:
+        async with self.repo.connection() as conn:
             claimed = await self.repo.claim_tasks(
                 conn,
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=self.settings.task_lease_seconds,
+                from_position=from_position,
                 node_offset=random.randrange(1 << 16),
             )
         if claimed:
@@ -571,8 +623,10 @@ class OrderDeliveryWorker:
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.1
-                    self._claim_wakeup.set()  # we may have missed some while reconnecting
+                    self.notifications += 1  # we may have missed some while reconnecting
+                    self._claim_wakeup.set()
                     async for _ in conn.notifies():
+                        self.notifications += 1
                         self._claim_wakeup.set()
             except _DB_ERRORS as exc:
                 self.log.debug("listen connection lost", error=str(exc)[:200])
