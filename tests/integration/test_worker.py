@@ -264,7 +264,7 @@ async def test_a_small_order_arriving_behind_a_big_one_is_served_promptly(
     db_url: str, sql: psycopg.Connection[Any]
 ) -> None:
     big = insert_order(sql, 400 * 300)
-    settings = make_settings(db_url, sim_latency_ms=10, worker_concurrency=4, worker_batch_size=4)
+    settings = make_settings(db_url, sim_latency_ms=50, worker_concurrency=2, worker_batch_size=2)
     async with running_worker(settings, db_url):
         await wait_for(lambda: order_row(sql, big)["delivered"] >= 400 * 20)
         small = insert_order(sql, 400 * 3)
