@@ -125,7 +125,7 @@ DATABASE_GAUGES = (
     ),
     DatabaseGauge(
         "delivery_dead_letter_queue",
-        "Tasks in FAILED_PERMANENT (the dead-letter queue)",
+        "Dead letters awaiting an operator: FAILED_PERMANENT tasks of orders not COMPLETED",
         "dead_letter_queue",
     ),
     DatabaseGauge(

@@ -15,6 +15,7 @@ from goodfellaz17.db.repository import Repository
 from goodfellaz17.metrics import DATABASE_GAUGES, DatabaseGaugeCollector, MetricsExporter
 from goodfellaz17.services.invariant_monitor import InvariantMonitor
 from tests.conftest import OPERATOR_KEY, ORDERS_KEY, READ_KEY, key_headers, make_settings
+from tests import runbook_sql
 from tests.helpers import insert_order, set_task_states
 from tests.observability import closed_port_url, free_port, parse_metrics, sample
 
@@ -92,6 +93,11 @@ def _seed_everything(sql: psycopg.Connection[Any]) -> None:
             "UPDATE orders SET created_at = now() - make_interval(hours => %s) WHERE id = %s",
             (hours, order),
         )
+    # An order an operator force-completed: its 2 dead letters wait for nobody
+    # and are not in the dead-letter queue.
+    closed = insert_order(sql, 1_200)
+    set_task_states(sql, closed, ["COMPLETED"])
+    sql.execute(runbook_sql.render(runbook_sql.FORCE_COMPLETE, closed))
     # The 6-hour order's executing task has lost its lease too: two violating orders.
     sql.execute(
         """UPDATE order_tasks SET lease_expires_at = now() - interval '1 second',
@@ -135,7 +141,10 @@ def _expected_from_sql(sql: psycopg.Connection[Any]) -> dict[str, float]:
         "delivery_tasks_executing_over_5m": tasks(
             "status = 'EXECUTING' AND now() - started_at > interval '5 minutes'"
         ),
-        "delivery_dead_letter_queue": tasks("status = 'FAILED_PERMANENT'"),
+        "delivery_dead_letter_queue": one(
+            """SELECT count(*) FROM order_tasks t JOIN orders o ON o.id = t.order_id
+               WHERE t.status = 'FAILED_PERMANENT' AND o.status <> 'COMPLETED'"""
+        ),
         "delivery_worker_active": one(
             """SELECT count(*) FROM workers WHERE status IN ('RUNNING', 'STOPPING')
                AND now() - last_heartbeat_at < interval '30 seconds'"""
@@ -177,7 +186,7 @@ async def test_database_gauges_equal_what_the_database_says(
     assert expected["delivery_tasks_executing"] == 5
     assert expected["delivery_tasks_executing_over_5m"] == 4
     assert expected["delivery_tasks_retrying"] == 3
-    assert expected["delivery_dead_letter_queue"] == 2
+    assert expected["delivery_dead_letter_queue"] == 2  # not the force-completed order's 2
     assert expected["delivery_orders_processing_over_2h"] == 3
     assert expected["delivery_orders_processing_over_4h"] == 2
     assert expected["delivery_invariant_violations"] == 2

@@ -605,7 +605,14 @@ SELECT
     (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_RETRYING')   AS tasks_retrying,
     e.tasks_executing,
     e.tasks_executing_over_5m,
-    (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT')  AS dead_letter_queue,
+    -- The queue an operator works through: dead letters of orders still open.
+    -- Those of orders closed on purpose (force-complete, cancel) stay
+    -- FAILED_PERMANENT for the record but wait for nobody. Walks the few
+    -- open orders (orders_active_idx), then each one's dead letters.
+    (SELECT count(*) FROM orders o
+       JOIN order_tasks t ON t.order_id = o.id AND t.status = 'FAILED_PERMANENT'
+      WHERE o.status IN ('PENDING', 'PROCESSING') AND o.failed_permanent_plays > 0)
+                                                                          AS dead_letter_queue,
     (SELECT count(*) FROM workers
       WHERE status <> 'STOPPED'
         AND last_heartbeat_at > now() - make_interval(secs => %(stale_after_seconds)s))
