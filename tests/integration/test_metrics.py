@@ -14,8 +14,8 @@ from goodfellaz17.api.app import create_app
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.metrics import DATABASE_GAUGES, DatabaseGaugeCollector, MetricsExporter
 from goodfellaz17.services.invariant_monitor import InvariantMonitor
-from tests.conftest import OPERATOR_KEY, ORDERS_KEY, READ_KEY, key_headers, make_settings
 from tests import runbook_sql
+from tests.conftest import OPERATOR_KEY, ORDERS_KEY, READ_KEY, key_headers, make_settings
 from tests.helpers import insert_order, set_task_states
 from tests.observability import closed_port_url, free_port, parse_metrics, sample
 
