@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from goodfellaz17.db.migrate import apply_migrations
+from goodfellaz17.db.migrate import apply_migrations, migration_ids, pending_migrations
 from tests.conftest import _url_for
 from tests.e2e.procs import service_env
 
@@ -77,6 +77,7 @@ def test_two_replicas_migrating_at_once_apply_the_schema_once(pg_base_url: str) 
         conn.execute("DROP DATABASE IF EXISTS gf_migrate_race")
         conn.execute("CREATE DATABASE gf_migrate_race")
     url = _url_for(pg_base_url, "gf_migrate_race")
+    assert pending_migrations(url) == migration_ids() == ["0001_initial"]
     results: list[list[str]] = []
     errors: list[BaseException] = []
 
@@ -93,6 +94,7 @@ def test_two_replicas_migrating_at_once_apply_the_schema_once(pg_base_url: str) 
         t.join(60)
     assert errors == []
     assert sorted(len(r) for r in results) == [0, 0, 1]
+    assert pending_migrations(url) == []
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (1,)
     with psycopg.connect(pg_base_url, autocommit=True) as conn:

@@ -51,11 +51,22 @@ def apply_migrations(url: str) -> list[str]:
     return applied
 
 
-def pending_migrations(url: str) -> list[str]:
-    from yoyo import get_backend, read_migrations
+def migration_ids() -> list[str]:
+    """The ids yoyo gives the shipped migrations (their file names, no .sql)."""
+    folder = resources.files(__package__).joinpath("migrations")
+    return sorted(
+        p.name.removesuffix(".sql")
+        for p in folder.iterdir()
+        if p.name.endswith(".sql") and not p.name.endswith(".rollback.sql")
+    )
 
-    backend = get_backend(_yoyo_url(url))
-    try:
-        return [m.id for m in backend.to_apply(read_migrations(migrations_dir()))]
-    finally:
-        backend.connection.close()
+
+def pending_migrations(url: str) -> list[str]:
+    """Shipped migrations not yet applied: one cheap query, no yoyo import (the
+    CLI checks this on every command)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            applied = {row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration")}
+        except psycopg.errors.UndefinedTable:
+            applied = set()
+    return [m for m in migration_ids() if m not in applied]
