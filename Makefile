@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,26 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint ## lint, then the whole test suite against a real PostgreSQL
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint promtool-test ## lint, alert rules, then the whole test suite against a real PostgreSQL
+	PROMTOOL_RULES_CHECKED=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: prometheus-tools
+prometheus-tools: ## install promtool and amtool (Debian: prometheus, prometheus-alertmanager) if missing
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "promtool/amtool missing: run 'sudo make prometheus-tools' once" >&2; exit 1; \
+	  fi; \
+	  echo "installing promtool and amtool (Debian packages prometheus, prometheus-alertmanager)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+.PHONY: promtool-test
+promtool-test: prometheus-tools ## check and unit-test the alert rules, check the Alertmanager config
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	amtool check-config deploy/prometheus/alertmanager.yml
 
 # A separate prerequisite line, so the `test` rule above stays as it is.
 test: pgbouncer

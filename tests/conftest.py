@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,11 +14,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from goodfellaz17.db.migrate import apply_migrations
 from goodfellaz17.db.pool import open_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.settings import Settings, load_settings
+
+# A shared 2-core machine: per-example deadlines only measure the neighbours.
+hypothesis_settings.register_profile("goodfellaz17", deadline=None)
+hypothesis_settings.load_profile("goodfellaz17")
 
 READ_KEY = "test-read-key-0123456789"
 ORDERS_KEY = "test-orders-key-0123456789"
@@ -35,12 +42,16 @@ def _url_for(base_url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pg_server() -> Iterator[Any]:
+    # Not under pytest's tmp_path: pytest rotates /tmp/pytest-of-<user>/pytest-N
+    # between concurrent sessions, and pgserver kills any postgres whose command
+    # line contains its data path as a substring (pytest-5 vs pytest-55).
+    root = Path(tempfile.mkdtemp(prefix="goodfellaz17-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
+        server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
     # A test server only: trade durability for speed. Benchmarks keep the defaults.
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET fsync = off")
@@ -49,6 +60,14 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         conn.execute("SELECT pg_reload_conf()")
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A folder for a PostgreSQL data directory of the test's own (see pg_server)."""
+    root = Path(tempfile.mkdtemp(prefix="goodfellaz17-own-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,7 @@ def serve(
     import uvicorn
 
     from goodfellaz17.api.app import create_app
+    from goodfellaz17.api.server import GracefulServer
     from goodfellaz17.db.migrate import apply_migrations
     from goodfellaz17.logs import configure_logging, get_logger
 
@@ -157,15 +158,16 @@ def serve(
     get_logger(__name__).info(
         "serving", host=settings.host, port=settings.port, embedded_db=location.is_embedded
     )
+    config = uvicorn.Config(
+        create_app(settings, url),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.worker_grace_period_seconds) + 5,
+    )
     try:
-        uvicorn.run(
-            create_app(settings, url),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.worker_grace_period_seconds) + 5,
-        )
+        asyncio.run(GracefulServer(config).serve())
     finally:
         location.close()
 
@@ -325,3 +327,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# The operator commands mirroring the admin API live in their own module;
+# importing it registers them on `app` and `orders_app`.
+from goodfellaz17 import cli_admin as _cli_admin  # noqa: E402, F401

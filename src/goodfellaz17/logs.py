@@ -2,8 +2,9 @@
 
 Every line has a stable `event` key. Standard-library loggers (uvicorn,
 psycopg) go through the same renderer. Secrets never reach the output: any
-field whose name looks like a credential is replaced, and the configured API
-keys are scrubbed from every string value as a last line of defence.
+field whose name looks like a credential, at any depth, is replaced, and the
+configured API keys are scrubbed from every string value as a last line of
+defence.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ _SECRET_FIELDS = ("api_key", "x-api-key", "x_api_key", "apikey", "password", "au
 REDACTED = "[redacted]"
 
 
+def _is_secret_field(name: object) -> bool:
+    return isinstance(name, str) and name.lower() in _SECRET_FIELDS
+
+
 class SecretScrubber:
     """A processor that removes configured secrets from every log event."""
 
@@ -35,14 +40,16 @@ class SecretScrubber:
                     value = value.replace(secret, REDACTED)
             return value
         if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
+            return {
+                k: REDACTED if _is_secret_field(k) else self._scrub(v) for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return type(value)(self._scrub(v) for v in value)
         return value
 
     def __call__(self, logger: Any, method: str, event_dict: EventDict) -> EventDict:
         for key in list(event_dict):
-            if key.lower() in _SECRET_FIELDS:
+            if _is_secret_field(key):
                 event_dict[key] = REDACTED
             else:
                 event_dict[key] = self._scrub(event_dict[key])
@@ -78,6 +85,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     )
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,  # drop disabled levels before any work
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,

@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    invariant_check_interval_seconds: float = Field(default=60.0, ge=0, le=86400)  # 0 = off
     max_body_bytes: int = Field(default=65536, ge=1024, le=10_000_000)
 
     db_pool_min_size: int = Field(default=1, ge=0, le=1000)

@@ -91,12 +91,15 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
         )
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             orders = client.get("/api/orders", params={"limit": 50}).json()["items"]
+            check = client.get("/api/admin/invariants/all").json()
     finally:
         for proc in workers:
             proc.close()
         server.terminate()
         server.close()
 
+    assert check["passed"] is True, check
+    assert check["ordersChecked"] == ORDERS
     assert len(orders) == ORDERS
     for order in orders:
         assert order["status"] == "COMPLETED"

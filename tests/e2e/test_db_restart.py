@@ -62,8 +62,8 @@ class PrivateServer:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivateServer]:
-    server = PrivateServer(tmp_path)
+def private_pg(private_dir: Path) -> Iterator[PrivateServer]:
+    server = PrivateServer(private_dir)
     apply_migrations(server.url)
     yield server
     server.cleanup()
@@ -139,10 +139,10 @@ def test_database_restart_mid_run_loses_nothing(private_pg: PrivateServer, tmp_p
         assert server.popen.poll() is None, "the server must not have crashed"
         assert worker.popen.poll() is None, "the worker must not have crashed"
     finally:
-        worker.terminate()
-        server.terminate()
+        exit_codes = (worker.terminate(), server.terminate())
         worker.close()
         server.close()
+    assert exit_codes == (0, 0), "SIGTERM is a graceful stop, exit 0"
     assert [o["delivered"] for o in orders] == [8_000] * 3
     with psycopg.connect(private_pg.url) as sql:
         report = ledger_report(sql, ledger)

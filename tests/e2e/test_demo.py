@@ -12,13 +12,13 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_delivers_and_prints_a_passing_invariant_report(tmp_path: Path) -> None:
+def test_demo_delivers_and_prints_a_passing_invariant_report(private_dir: Path) -> None:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("GOODFELLAZ17_") and k != "DATABASE_URL"
     }
-    env["GOODFELLAZ17_DATA_DIR"] = str(tmp_path / "data")
+    env["GOODFELLAZ17_DATA_DIR"] = str(private_dir / "data")
     result = subprocess.run(
         [
             sys.executable,

@@ -87,6 +87,25 @@ class DeliveryMachine(RuleBasedStateMachine):
         elif order.status == "COMPLETED" or any(s != "PENDING" for s in statuses):
             order.status = "PROCESSING"
 
+    def _record(
+        self,
+        done: tuple[Claim, ...] | list[Claim] = (),
+        failed: tuple[Claim, ...] | list[Claim] = (),
+        permanent: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The worker's one-statement outcome recording, fenced by token."""
+        return self._sql(
+            "task_record_outcomes",
+            done_ids=[c.task_id for c in done],
+            done_tokens=[c.token for c in done],
+            failed_ids=[c.task_id for c in failed],
+            failed_tokens=[c.token for c in failed],
+            errors=["model failure"] * len(failed),
+            permanent=[permanent] * len(failed),
+            delays=[0.0] * len(failed),
+            max_attempts=MAX_ATTEMPTS,
+        )
+
     def _sql(self, name: str, **params: Any) -> list[dict[str, Any]]:
         cur = self.conn.execute(Q[name], params)
         return cur.fetchall() if cur.description else []
@@ -156,7 +175,7 @@ class DeliveryMachine(RuleBasedStateMachine):
     def complete(self, claim: Claim) -> None:
         """Also the late completion: a claim whose lease was rescued or re-claimed."""
         valid = self._holds(claim)
-        rows = self._sql("task_complete_many", ids=[claim.task_id], tokens=[claim.token])
+        rows = self._record(done=[claim])
         assert (len(rows) == 1) == valid, "fencing must accept exactly the current claim"
         if valid:
             model = self.tasks[claim.task_id]
@@ -166,15 +185,7 @@ class DeliveryMachine(RuleBasedStateMachine):
     @rule(claim=claims, permanent=st.booleans())
     def fail(self, claim: Claim, permanent: bool) -> None:
         valid = self._holds(claim)
-        rows = self._sql(
-            "task_fail_many",
-            ids=[claim.task_id],
-            tokens=[claim.token],
-            errors=["model failure"],
-            permanent=[permanent],
-            delays=[0.0],
-            max_attempts=MAX_ATTEMPTS,
-        )
+        rows = self._record(failed=[claim], permanent=permanent)
         assert (len(rows) == 1) == valid
         if valid:
             model = self.tasks[claim.task_id]
@@ -200,17 +211,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         whatever state the task is in now (often re-claimed by someone else)."""
         claim = data.draw(st.sampled_from(self.stale))
         if succeed:
-            rows = self._sql("task_complete_many", ids=[claim.task_id], tokens=[claim.token])
+            rows = self._record(done=[claim])
         else:
-            rows = self._sql(
-                "task_fail_many",
-                ids=[claim.task_id],
-                tokens=[claim.token],
-                errors=["late"],
-                permanent=[True],
-                delays=[0.0],
-                max_attempts=MAX_ATTEMPTS,
-            )
+            rows = self._record(failed=[claim], permanent=True)
         assert rows == [], "a stale token must change nothing"
 
     @rule(claim=claims)

@@ -22,8 +22,11 @@ async def claim(
 
 
 async def complete(repo: Repository, tasks: list[Any]) -> set[Any]:
-    async with repo.transaction() as conn:
-        return await repo.complete_tasks(conn, [(t.id, t.fencing_token) for t in tasks])
+    async with repo.connection() as conn:
+        rows = await repo.record_outcomes(
+            conn, [(t.id, t.fencing_token) for t in tasks], [], max_attempts=5
+        )
+    return {r["id"] for r in rows}
 
 
 async def fail(
@@ -35,8 +38,8 @@ async def fail(
     max_attempts: int = 5,
 ) -> list[Any]:
     failures = [TaskFailure(t.id, t.fencing_token, "boom", permanent, delay) for t in tasks]
-    async with repo.transaction() as conn:
-        return await repo.fail_tasks(conn, failures, max_attempts=max_attempts)
+    async with repo.connection() as conn:
+        return await repo.record_outcomes(conn, [], failures, max_attempts=max_attempts)
 
 
 async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:

@@ -14,6 +14,7 @@ from goodfellaz17.db.repository import Repository
 from goodfellaz17.settings import Role, Settings
 
 if TYPE_CHECKING:
+    from goodfellaz17.metrics import MetricsExporter
     from goodfellaz17.worker.worker import OrderDeliveryWorker
 
 
@@ -23,6 +24,7 @@ class AppContext:
     repo: Repository
     keyring: KeyRing
     worker: OrderDeliveryWorker | None = None
+    metrics: MetricsExporter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

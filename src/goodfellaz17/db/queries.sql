@@ -57,6 +57,110 @@ FROM order_tasks
 WHERE order_id = %(order_id)s
 ORDER BY seq;
 
+-- name: order_progress
+-- One snapshot of an order's progress: the order, tasks and units per task
+-- status, and the units completed within the recent window (for the rate).
+SELECT o.id, o.status, o.quantity, o.delivered, o.failed_permanent_plays, o.task_count,
+       o.backend, o.created_at, o.started_at, o.completed_at, now() AS db_now,
+       COALESCE(s.by_status, '{}'::jsonb) AS by_status,
+       COALESCE(r.recent_units, 0) AS recent_units
+FROM orders o
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(x.status, jsonb_build_object('tasks', x.tasks, 'units', x.units))
+               AS by_status
+    FROM (SELECT status, count(*) AS tasks, sum(quantity) AS units
+          FROM order_tasks
+          WHERE order_id = o.id
+          GROUP BY status) x
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT sum(quantity) AS recent_units
+    FROM order_tasks
+    WHERE order_id = o.id AND status = 'COMPLETED'
+      AND executed_at > now() - make_interval(secs => %(window_seconds)s)
+) r ON true
+WHERE o.id = %(order_id)s;
+
+-- name: order_failed_tasks
+-- The order's dead-letter queue, latest failure first; `total` and
+-- `total_units` count all of them, however many the limit shows.
+SELECT id, seq, quantity, attempts, last_error, executed_at, node_id, lease_owner,
+       count(*) OVER () AS total, sum(quantity) OVER () AS total_units
+FROM order_tasks
+WHERE order_id = %(order_id)s AND status = 'FAILED_PERMANENT'
+ORDER BY executed_at DESC NULLS LAST, seq
+LIMIT %(limit)s;
+
+-- name: order_lock_for_action
+-- An operator action's first statement. Locks the order's open tasks in id
+-- order, task rows before the order row as the accounting triggers do, so an
+-- action and the workers queue behind each other instead of deadlocking; a
+-- locked PENDING task cannot be claimed meanwhile (claims SKIP LOCKED).
+-- Returns the order with its open tasks by status; no row: no such order.
+WITH locked AS (
+    SELECT id, status
+    FROM order_tasks
+    WHERE order_id = %(order_id)s AND status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
+    ORDER BY id
+    FOR UPDATE
+), open_tasks AS (
+    SELECT count(*) FILTER (WHERE status = 'PENDING')         AS pending,
+           count(*) FILTER (WHERE status = 'EXECUTING')       AS executing,
+           count(*) FILTER (WHERE status = 'FAILED_RETRYING') AS retrying
+    FROM locked
+)
+SELECT o.id, o.status, o.quantity, o.delivered, o.failed_permanent_plays,
+       t.pending, t.executing, t.retrying
+FROM orders o CROSS JOIN open_tasks t
+WHERE o.id = %(order_id)s;
+
+-- name: order_tasks_retry_now
+-- The runbook's "force immediate retry", with a queue position of now so the
+-- tasks are claimed promptly rather than behind work queued since they failed.
+UPDATE order_tasks SET
+    retry_after = now(),
+    queue_position = extract(epoch FROM now())
+WHERE order_id = %(order_id)s AND status = 'FAILED_RETRYING'
+RETURNING id, quantity;
+
+-- name: order_tasks_drain_dead_letters
+-- The runbook's drain (FAILED_PERMANENT → FAILED_RETRYING, attempts from 0,
+-- due now), queued at now. A COMPLETED order becomes PROCESSING again (trigger).
+UPDATE order_tasks SET
+    status = 'FAILED_RETRYING',
+    attempts = 0,
+    retry_after = now(),
+    queue_position = extract(epoch FROM now())
+WHERE order_id = %(order_id)s AND status = 'FAILED_PERMANENT'
+RETURNING id, quantity;
+
+-- name: order_force_complete
+-- The runbook's force completion, verbatim but for the parameter. The
+-- orders_after_complete trigger dead-letters the open tasks, and the
+-- accounting triggers add them to failed_permanent_plays.
+UPDATE orders SET status = 'COMPLETED',
+  delivered = (SELECT COALESCE(SUM(quantity), 0) FROM order_tasks
+               WHERE order_id = orders.id AND status = 'COMPLETED'),
+  failed_permanent_plays = (SELECT COALESCE(SUM(quantity), 0) FROM order_tasks
+               WHERE order_id = orders.id AND status = 'FAILED_PERMANENT')
+WHERE id = %(order_id)s
+RETURNING id;
+
+-- name: order_tasks_cancel_open
+-- An operator's cancel: the order's remaining tasks go to the dead-letter
+-- queue with a last_error that says so. EXECUTING tasks only when asked:
+-- their worker's completion is fenced on status and then changes nothing.
+UPDATE order_tasks SET
+    status = 'FAILED_PERMANENT',
+    last_error = %(reason)s,
+    executed_at = now(),
+    retry_after = NULL,
+    lease_expires_at = NULL
+WHERE order_id = %(order_id)s
+  AND (status IN ('PENDING', 'FAILED_RETRYING')
+       OR (%(include_executing)s AND status = 'EXECUTING'))
+RETURNING id, quantity;
+
 -- ---------------------------------------------------------------- tasks (the worker's hot path)
 
 -- name: task_claim_batch
@@ -113,40 +217,45 @@ SELECT min(retry_after) AS next_retry_at, now() AS db_now
 FROM order_tasks
 WHERE status = 'FAILED_RETRYING';
 
--- name: task_complete_many
--- Fenced: only the claim that still holds the token may complete; a worker
--- whose lease was rescued or re-claimed changes nothing and counts nothing.
--- The accounting triggers add the units to the orders, once per statement.
-UPDATE order_tasks t SET
-    status = 'COMPLETED',
-    executed_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS c (id, token)
-WHERE t.id = c.id
-  AND t.fencing_token = c.token
-  AND t.status = 'EXECUTING'
-RETURNING t.id;
-
--- name: task_fail_many
--- Fenced like completion. Retryable failures back off (the delay comes with
--- full jitter from the worker); permanent errors and exhausted attempts go to
--- the dead-letter queue.
-UPDATE order_tasks t SET
-    status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                  THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
-    retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                       THEN NULL ELSE now() + make_interval(secs => f.delay) END,
-    queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                          THEN t.queue_position
-                          ELSE extract(epoch FROM now()) + f.delay END,
-    last_error = f.error,
-    executed_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(errors)s::text[],
-            %(permanent)s::boolean[], %(delays)s::double precision[])
-     AS f (id, token, error, permanent, delay)
-WHERE t.id = f.id
-  AND t.fencing_token = f.token
-  AND t.status = 'EXECUTING'
-RETURNING t.id, t.order_id, t.status, t.attempts;
+-- name: task_record_outcomes
+-- One statement (one round trip) records a whole batch of outcomes. Both
+-- halves are fenced: only the claim that still holds the token may complete
+-- or fail its task; a worker whose lease was rescued or re-claimed changes
+-- nothing and counts nothing. Retryable failures back off (the delay comes
+-- with full jitter from the worker); permanent errors and exhausted attempts
+-- go to the dead-letter queue. The accounting triggers add the units to the
+-- orders once for the statement.
+WITH completed AS (
+    UPDATE order_tasks t SET
+        status = 'COMPLETED',
+        executed_at = now()
+    FROM unnest(%(done_ids)s::uuid[], %(done_tokens)s::bigint[]) AS c (id, token)
+    WHERE t.id = c.id
+      AND t.fencing_token = c.token
+      AND t.status = 'EXECUTING'
+    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
+), failed AS (
+    UPDATE order_tasks t SET
+        status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                      THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+        retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                           THEN NULL ELSE now() + make_interval(secs => f.delay) END,
+        queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
+                              THEN t.queue_position
+                              ELSE extract(epoch FROM now()) + f.delay END,
+        last_error = f.error,
+        executed_at = now()
+    FROM unnest(%(failed_ids)s::uuid[], %(failed_tokens)s::bigint[], %(errors)s::text[],
+                %(permanent)s::boolean[], %(delays)s::double precision[])
+         AS f (id, token, error, permanent, delay)
+    WHERE t.id = f.id
+      AND t.fencing_token = f.token
+      AND t.status = 'EXECUTING'
+    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
+)
+SELECT * FROM completed
+UNION ALL
+SELECT * FROM failed;
 
 -- name: task_release_many
 -- A stopping worker hands back claims it never started: PENDING again, and
@@ -204,7 +313,8 @@ UPDATE order_tasks t SET
     executed_at = now()
 FROM decided d
 WHERE t.id = d.id
-RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity;
+RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
+          (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 
 -- ---------------------------------------------------------------- nodes
 
@@ -290,6 +400,35 @@ UPDATE workers SET
     recovered_orphans = %(recovered_orphans)s
 WHERE id = %(worker_id)s;
 
+-- name: worker_list
+-- Most recently heard from first. ALIVE: heartbeat within the stale
+-- threshold; STALE: not stopped but silent (probably dead, its tasks will
+-- become orphans); STOPPED: shut down cleanly.
+SELECT id, hostname, pid, status, started_at, last_heartbeat_at, stopped_at,
+       total_processed, total_completed, total_failed, total_retries, recovered_orphans,
+       extract(epoch FROM now() - last_heartbeat_at)::double precision AS seconds_since_heartbeat,
+       CASE WHEN status = 'STOPPED' THEN 'STOPPED'
+            WHEN last_heartbeat_at > now() - make_interval(secs => %(stale_after_seconds)s)
+                THEN 'ALIVE'
+            ELSE 'STALE' END AS state
+FROM workers
+ORDER BY status = 'STOPPED', last_heartbeat_at DESC
+LIMIT %(limit)s;
+
+-- name: worker_totals
+-- The fleet: counters summed over every worker that ever ran on this database.
+SELECT count(*) AS workers,
+       count(*) FILTER (WHERE status <> 'STOPPED' AND last_heartbeat_at
+                        > now() - make_interval(secs => %(stale_after_seconds)s)) AS alive,
+       count(*) FILTER (WHERE status <> 'STOPPED' AND last_heartbeat_at
+                        <= now() - make_interval(secs => %(stale_after_seconds)s)) AS stale,
+       COALESCE(sum(total_processed), 0)::bigint   AS total_processed,
+       COALESCE(sum(total_completed), 0)::bigint   AS total_completed,
+       COALESCE(sum(total_failed), 0)::bigint      AS total_failed,
+       COALESCE(sum(total_retries), 0)::bigint     AS total_retries,
+       COALESCE(sum(recovered_orphans), 0)::bigint AS recovered_orphans
+FROM workers;
+
 -- ---------------------------------------------------------------- chaos
 
 -- name: chaos_get
@@ -298,6 +437,40 @@ SELECT enabled AND (expires_at IS NULL OR expires_at > now()) AS active,
        now() AS db_now
 FROM chaos_settings
 WHERE id = 1;
+
+-- name: chaos_enable
+-- Chaos always expires: expires_at is never NULL when enabled from here.
+UPDATE chaos_settings SET
+    enabled = true,
+    worker_paused = %(worker_paused)s,
+    failure_rate = %(failure_rate)s,
+    latency_ms = %(latency_ms)s,
+    expires_at = now() + make_interval(secs => %(ttl_seconds)s),
+    updated_by = %(actor)s,
+    updated_at = now()
+WHERE id = 1
+RETURNING enabled AND expires_at > now() AS active,
+          enabled, worker_paused, failure_rate, latency_ms, expires_at, updated_by, updated_at,
+          now() AS db_now;
+
+-- name: chaos_disable
+UPDATE chaos_settings SET
+    enabled = false,
+    worker_paused = false,
+    failure_rate = 0,
+    latency_ms = 0,
+    expires_at = NULL,
+    updated_by = %(actor)s,
+    updated_at = now()
+WHERE id = 1
+RETURNING false AS active,
+          enabled, worker_paused, failure_rate, latency_ms, expires_at, updated_by, updated_at,
+          now() AS db_now;
+
+-- name: tasks_due_notify
+-- Wakes every idle worker at commit (as the triggers do when tasks become
+-- due), so a chaos change takes effect at once rather than at the next poll.
+SELECT pg_notify('goodfellaz17_tasks_due', %(payload)s);
 
 -- ---------------------------------------------------------------- invariants
 
@@ -344,6 +517,18 @@ VALUES (NULL, 'GLOBAL', %(passed)s,
         %(violations)s::jsonb, %(orders_checked)s, %(duration_ms)s)
 RETURNING check_timestamp;
 
+-- name: invariant_orphans
+-- Tasks EXECUTING past their lease (their worker died or hung). Only looks:
+-- moving them back to the queue is the rescuer's job.
+SELECT id, order_id, seq, quantity, attempts, lease_owner, lease_expires_at, started_at,
+       node_id,
+       extract(epoch FROM now() - lease_expires_at)::double precision AS overdue_seconds,
+       count(*) OVER () AS total
+FROM order_tasks
+WHERE status = 'EXECUTING' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT %(limit)s;
+
 -- name: node_upsert
 -- Register a node or reset an existing one to enabled with a new capacity.
 INSERT INTO nodes (provider, node_identifier, capacity_per_hour)
@@ -356,3 +541,99 @@ ON CONFLICT (provider, node_identifier) DO UPDATE SET
     circuit_opened_until = NULL,
     updated_at = now()
 RETURNING *;
+
+-- ---------------------------------------------------------------- operator actions
+
+-- name: operator_action_record
+INSERT INTO operator_actions (action, order_id, actor, details)
+VALUES (%(action)s, %(order_id)s, %(actor)s, %(details)s)
+RETURNING id, created_at;
+
+-- ---------------------------------------------------------------- capacity
+
+-- name: capacity_by_backend
+-- Per backend (a node's provider is the backend it serves): nodes, healthy
+-- capacity, and the open work of orders not COMPLETED, in one statement.
+WITH node_caps AS (
+    SELECT provider AS backend,
+           count(*) AS total_nodes,
+           count(*) FILTER (WHERE healthy) AS healthy_nodes,
+           COALESCE(sum(capacity_per_hour) FILTER (WHERE healthy), 0)::bigint
+               AS healthy_units_per_hour
+    FROM (SELECT provider, capacity_per_hour,
+                 enabled AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now()) AS healthy
+          FROM nodes) n
+    GROUP BY provider
+), backlog AS (
+    SELECT o.backend,
+           COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'PENDING'), 0)::bigint
+               AS pending_units,
+           COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'FAILED_RETRYING'), 0)::bigint
+               AS retrying_units,
+           COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'EXECUTING'), 0)::bigint
+               AS executing_units
+    FROM order_tasks t
+    JOIN orders o ON o.id = t.order_id
+    WHERE t.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
+      AND o.status <> 'COMPLETED'
+    GROUP BY o.backend
+)
+SELECT COALESCE(n.backend, b.backend) AS backend,
+       COALESCE(n.total_nodes, 0) AS total_nodes,
+       COALESCE(n.healthy_nodes, 0) AS healthy_nodes,
+       COALESCE(n.healthy_units_per_hour, 0) AS healthy_units_per_hour,
+       COALESCE(b.pending_units, 0) AS pending_units,
+       COALESCE(b.retrying_units, 0) AS retrying_units,
+       COALESCE(b.executing_units, 0) AS executing_units
+FROM node_caps n
+FULL JOIN backlog b ON b.backend = n.backend
+ORDER BY 1;
+
+-- ---------------------------------------------------------------- metrics
+
+-- name: metrics_gauges
+-- Everything /metrics reads from the database, in one round trip. Each count
+-- walks a partial index (index-only where the visibility map allows), so the
+-- cost follows the size of each state, not of the table. Pending is the due
+-- index (PENDING + FAILED_RETRYING) minus the retry index (FAILED_RETRYING)
+-- because neither index holds the status column. The thresholds (5 minutes,
+-- 2 and 4 hours) are the contract's alert thresholds. Invariant violations
+-- come from the latest GLOBAL check, never from running the check here.
+SELECT
+    (SELECT count(*) FROM order_tasks
+      WHERE status IN ('PENDING', 'FAILED_RETRYING'))                      AS tasks_waiting,
+    (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_RETRYING')   AS tasks_retrying,
+    e.tasks_executing,
+    e.tasks_executing_over_5m,
+    (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT')  AS dead_letter_queue,
+    (SELECT count(*) FROM workers
+      WHERE status <> 'STOPPED'
+        AND last_heartbeat_at > now() - make_interval(secs => %(stale_after_seconds)s))
+                                                                          AS workers_active,
+    p.orders_processing_over_2h,
+    p.orders_processing_over_4h,
+    i.invariant_violations,
+    extract(epoch FROM i.check_timestamp)::double precision               AS invariant_checked_at,
+    (SELECT enabled AND (expires_at IS NULL OR expires_at > now())
+       FROM chaos_settings WHERE id = 1)                                  AS chaos_active,
+    (SELECT count(*) FROM nodes
+      WHERE enabled AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now()))
+                                                                          AS nodes_healthy,
+    (SELECT count(*) FROM nodes)                                          AS nodes_total
+FROM (SELECT count(*) AS tasks_executing,
+             count(*) FILTER (WHERE started_at < now() - interval '5 minutes')
+                 AS tasks_executing_over_5m
+        FROM order_tasks WHERE status = 'EXECUTING') e
+CROSS JOIN (SELECT count(*) FILTER (WHERE created_at < now() - interval '2 hours')
+                       AS orders_processing_over_2h,
+                   count(*) FILTER (WHERE created_at < now() - interval '4 hours')
+                       AS orders_processing_over_4h
+              FROM orders
+             WHERE status = 'PROCESSING' AND created_at < now() - interval '2 hours') p
+LEFT JOIN LATERAL (
+    SELECT check_timestamp,
+           CASE WHEN passed THEN 0 ELSE jsonb_array_length(checks) END AS invariant_violations
+      FROM invariant_check_log
+     WHERE scope = 'GLOBAL' AND order_id IS NULL
+     ORDER BY check_timestamp DESC
+     LIMIT 1) i ON true;

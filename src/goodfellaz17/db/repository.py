@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from goodfellaz17.db.pool import AsyncConn
@@ -152,6 +153,40 @@ class Repository:
     async def list_order_tasks(self, order_id: uuid.UUID) -> list[DictRow]:
         return await self._fetchall("order_tasks_list", {"order_id": order_id})
 
+    async def order_progress(
+        self, order_id: uuid.UUID, *, window_seconds: float, conn: AsyncConn | None = None
+    ) -> Row | None:
+        return await self._fetchone(
+            "order_progress", {"order_id": order_id, "window_seconds": window_seconds}, conn
+        )
+
+    async def list_failed_tasks(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
+        return await self._fetchall("order_failed_tasks", {"order_id": order_id, "limit": limit})
+
+    async def lock_order_for_action(self, conn: AsyncConn, order_id: uuid.UUID) -> Row | None:
+        """Lock the order's open tasks; the order with open task counts, or None."""
+        return await self._fetchone("order_lock_for_action", {"order_id": order_id}, conn)
+
+    async def retry_tasks_now(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("order_tasks_retry_now", {"order_id": order_id}, conn)
+
+    async def drain_dead_letters(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+        return await self._fetchall("order_tasks_drain_dead_letters", {"order_id": order_id}, conn)
+
+    async def force_complete_order(self, conn: AsyncConn, order_id: uuid.UUID) -> bool:
+        return (
+            await self._fetchone("order_force_complete", {"order_id": order_id}, conn) is not None
+        )
+
+    async def cancel_open_tasks(
+        self, conn: AsyncConn, order_id: uuid.UUID, *, reason: str, include_executing: bool
+    ) -> list[DictRow]:
+        return await self._fetchall(
+            "order_tasks_cancel_open",
+            {"order_id": order_id, "reason": reason, "include_executing": include_executing},
+            conn,
+        )
+
     # ------------------------------------------------------------ tasks
 
     async def claim_tasks(
@@ -199,26 +234,23 @@ class Repository:
         assert row is not None
         return row["next_retry_at"], row["db_now"]
 
-    async def complete_tasks(
-        self, conn: AsyncConn, done: Sequence[tuple[uuid.UUID, int]]
-    ) -> set[uuid.UUID]:
-        """Fenced batch completion; returns the ids that really completed."""
-        rows = await self._fetchall(
-            "task_complete_many",
-            {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]},
-            conn,
-        )
-        return {r["id"] for r in rows}
-
-    async def fail_tasks(
-        self, conn: AsyncConn, failures: Sequence[TaskFailure], *, max_attempts: int
+    async def record_outcomes(
+        self,
+        conn: AsyncConn,
+        successes: Sequence[tuple[uuid.UUID, int]],
+        failures: Sequence[TaskFailure],
+        *,
+        max_attempts: int,
     ) -> list[DictRow]:
-        """Fenced batch failure; returns id, order_id, new status, attempts."""
+        """Fenced batch of completions and failures in one statement; returns
+        id, order_id, new status, attempts, quantity of the tasks that changed."""
         return await self._fetchall(
-            "task_fail_many",
+            "task_record_outcomes",
             {
-                "ids": [f.task_id for f in failures],
-                "tokens": [f.fencing_token for f in failures],
+                "done_ids": [s[0] for s in successes],
+                "done_tokens": [s[1] for s in successes],
+                "failed_ids": [f.task_id for f in failures],
+                "failed_tokens": [f.fencing_token for f in failures],
                 "errors": [f.error for f in failures],
                 "permanent": [f.permanent for f in failures],
                 "delays": [f.delay_seconds for f in failures],
@@ -302,6 +334,7 @@ class Repository:
         node_identifier: str,
         endpoint: str | None,
         capacity_per_hour: int,
+        conn: AsyncConn | None = None,
     ) -> Row | None:
         return await self._fetchone(
             "node_create",
@@ -311,6 +344,7 @@ class Repository:
                 "endpoint": endpoint,
                 "capacity_per_hour": capacity_per_hour,
             },
+            conn,
         )
 
     async def upsert_node(
@@ -328,8 +362,12 @@ class Repository:
     async def list_nodes(self) -> list[DictRow]:
         return await self._fetchall("node_list")
 
-    async def set_node_enabled(self, node_id: int, enabled: bool) -> Row | None:
-        return await self._fetchone("node_set_enabled", {"node_id": node_id, "enabled": enabled})
+    async def set_node_enabled(
+        self, node_id: int, enabled: bool, conn: AsyncConn | None = None
+    ) -> Row | None:
+        return await self._fetchone(
+            "node_set_enabled", {"node_id": node_id, "enabled": enabled}, conn
+        )
 
     # ------------------------------------------------------------ workers
 
@@ -342,6 +380,16 @@ class Repository:
 
     async def heartbeat_worker(self, conn: AsyncConn, **values: Any) -> None:
         await conn.execute(self.q["worker_heartbeat"], values)
+
+    async def list_workers(self, *, stale_after_seconds: float, limit: int) -> list[DictRow]:
+        return await self._fetchall(
+            "worker_list", {"stale_after_seconds": stale_after_seconds, "limit": limit}
+        )
+
+    async def worker_totals(self, *, stale_after_seconds: float) -> Row:
+        row = await self._fetchone("worker_totals", {"stale_after_seconds": stale_after_seconds})
+        assert row is not None, "an aggregate always returns a row"
+        return row
 
     # ------------------------------------------------------------ invariants
 
@@ -369,9 +417,79 @@ class Repository:
         ts: datetime = row["check_timestamp"]
         return ts
 
+    async def list_orphans(self, conn: AsyncConn, *, limit: int) -> list[DictRow]:
+        return await self._fetchall("invariant_orphans", {"limit": limit}, conn)
+
     # ------------------------------------------------------------ chaos
 
     async def get_chaos(self, conn: AsyncConn | None = None) -> Row:
         row = await self._fetchone("chaos_get", None, conn)
         assert row is not None, "chaos_settings row is created by the migrations"
+        return row
+
+    async def enable_chaos(
+        self,
+        conn: AsyncConn,
+        *,
+        worker_paused: bool,
+        failure_rate: float,
+        latency_ms: int,
+        ttl_seconds: float,
+        actor: str,
+    ) -> Row:
+        row = await self._fetchone(
+            "chaos_enable",
+            {
+                "worker_paused": worker_paused,
+                "failure_rate": failure_rate,
+                "latency_ms": latency_ms,
+                "ttl_seconds": ttl_seconds,
+                "actor": actor,
+            },
+            conn,
+        )
+        assert row is not None, "chaos_settings row is created by the migrations"
+        return row
+
+    async def disable_chaos(self, conn: AsyncConn, *, actor: str) -> Row:
+        row = await self._fetchone("chaos_disable", {"actor": actor}, conn)
+        assert row is not None, "chaos_settings row is created by the migrations"
+        return row
+
+    async def notify_tasks_due(self, conn: AsyncConn, payload: str) -> None:
+        await conn.execute(self.q["tasks_due_notify"], {"payload": payload})
+
+    # ------------------------------------------------------------ operator actions
+
+    async def record_operator_action(
+        self,
+        conn: AsyncConn,
+        *,
+        action: str,
+        order_id: uuid.UUID | None,
+        actor: str,
+        details: Jsonb,
+    ) -> Row:
+        row = await self._fetchone(
+            "operator_action_record",
+            {"action": action, "order_id": order_id, "actor": actor, "details": details},
+            conn,
+        )
+        assert row is not None
+        return row
+
+    # ------------------------------------------------------------ capacity
+
+    async def capacity_by_backend(self) -> list[DictRow]:
+        return await self._fetchall("capacity_by_backend")
+
+    # ------------------------------------------------------------ metrics
+
+    async def metrics_gauges(self, *, stale_after_seconds: float, connect_timeout: float) -> Row:
+        """The scrape-time gauges, in one cheap statement (see metrics_gauges)."""
+        async with self.pool.connection(timeout=connect_timeout) as conn:
+            row = await self._fetchone(
+                "metrics_gauges", {"stale_after_seconds": stale_after_seconds}, conn
+            )
+        assert row is not None
         return row

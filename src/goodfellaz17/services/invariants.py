@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.domain.invariants import CHECKS
-from goodfellaz17.errors import NotFound
+from goodfellaz17.errors import InvalidInput, NotFound
 
 
 async def check_order(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
@@ -83,6 +83,56 @@ async def check_all(repo: Repository) -> dict[str, Any]:
         "ordersChecked": summary["orders_checked"],
         "violationCount": violation_count,
         "violations": violations,
+        "checkedAt": checked_at.isoformat(),
+        "durationMs": round(duration_ms, 3),
+    }
+
+
+ORPHAN_CHECK = "no_task_executing_past_its_lease"
+
+
+async def check_orphans(repo: Repository, *, limit: int = 1000) -> dict[str, Any]:
+    """Tasks EXECUTING past their lease, oldest first (at most `limit` listed)."""
+    if not 1 <= limit <= 10_000:
+        raise InvalidInput("limit must be between 1 and 10000", field="limit")
+    started = time.perf_counter()
+    async with repo.transaction() as conn:
+        rows = await repo.list_orphans(conn, limit=limit)
+        orphans = [
+            {
+                "taskId": str(r["id"]),
+                "orderId": str(r["order_id"]),
+                "seq": r["seq"],
+                "quantity": r["quantity"],
+                "attempts": r["attempts"],
+                "leaseOwner": r["lease_owner"],
+                "leaseExpiresAt": r["lease_expires_at"],
+                "overdueSeconds": round(float(r["overdue_seconds"]), 3),
+                "startedAt": r["started_at"],
+                "nodeId": r["node_id"],
+            }
+            for r in rows
+        ]
+        count = int(rows[0]["total"]) if rows else 0
+        passed = count == 0
+        duration_ms = (time.perf_counter() - started) * 1000
+        checked_at = await repo.log_invariant_check(
+            conn,
+            order_id=None,
+            scope="GLOBAL",
+            passed=passed,
+            failed_checks=[] if passed else [ORPHAN_CHECK],
+            checks=Jsonb(
+                [{"name": ORPHAN_CHECK, "expected": 0, "actual": count, "passed": passed}]
+            ),
+            orders_checked=len({o["orderId"] for o in orphans}),
+            duration_ms=duration_ms,
+        )
+    return {
+        "passed": passed,
+        "check": ORPHAN_CHECK,
+        "count": count,
+        "orphans": orphans,
         "checkedAt": checked_at.isoformat(),
         "durationMs": round(duration_ms, 3),
     }

@@ -1,4 +1,8 @@
-"""`goodfellaz17 worker`: one worker process, stopped gracefully by SIGTERM/SIGINT."""
+"""`goodfellaz17 worker`: one worker process, stopped gracefully by SIGTERM/SIGINT.
+
+With GOODFELLAZ17_METRICS_PORT set, it serves its own /metrics there (its
+counters and histograms, plus the database gauges), without an API key.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import asyncio
 import signal
 
 from goodfellaz17.logs import get_logger
+from goodfellaz17.metrics import DatabaseGaugeCollector, MetricsExporter, new_process_registry
+from goodfellaz17.metrics_server import MetricsServer
 from goodfellaz17.settings import Settings
 from goodfellaz17.worker.worker import OrderDeliveryWorker
 
@@ -13,7 +19,25 @@ log = get_logger(__name__)
 
 
 async def run_worker_process(settings: Settings, database_url: str) -> None:
-    worker = OrderDeliveryWorker(settings, database_url)
+    registry = new_process_registry()
+    worker = OrderDeliveryWorker(settings, database_url, registry=registry)
+    metrics_server = None
+    if settings.metrics_port is not None:
+        gauges = DatabaseGaugeCollector(
+            worker.repo, stale_after_seconds=settings.worker_stale_after_seconds
+        )
+        metrics_server = MetricsServer(
+            MetricsExporter(registry, gauges), settings.host, settings.metrics_port
+        )
+        await metrics_server.start()
+    try:
+        await _run_until_signalled(settings, worker)
+    finally:
+        if metrics_server is not None:
+            await metrics_server.stop()
+
+
+async def _run_until_signalled(settings: Settings, worker: OrderDeliveryWorker) -> None:
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

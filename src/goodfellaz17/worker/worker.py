@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import secrets
@@ -89,6 +90,18 @@ class ChaosState:
     worker_paused: bool = False
     failure_rate: float = 0.0
     latency_ms: int = 0
+
+
+class _BoundMetrics:
+    """The labelled children resolved once: no label lookups per task."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.completed = metrics.tasks_total.labels(status="completed")
+        self.dead_lettered = metrics.tasks_total.labels(status="failed_permanent")
+        self.delivered_units = metrics.plays_total.labels(outcome="delivered")
+        self.failed_units = metrics.plays_total.labels(outcome="failed")
+        self.retries = metrics.retries_total
+        self.orphans = metrics.orphans_recovered_total
 
 
 @dataclass(slots=True)
@@ -172,6 +185,9 @@ class OrderDeliveryWorker:
         self._waiting_for_room = False
         self._flush_lock = asyncio.Lock()
         self._executor_idle = asyncio.Event()
+        self._node_stats = NodeStats()
+        self._m = _BoundMetrics(self.metrics)
+        self._debug = logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -385,7 +401,7 @@ class OrderDeliveryWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a backend bug must not lose the task
-            self.log.exception("backend raised unexpectedly", task_id=str(task.id))
+            self.log.exception("backend raised unexpectedly", **_task_fields(task))
             return _Outcome(
                 task,
                 ok=False,
@@ -438,58 +454,72 @@ class OrderDeliveryWorker:
             for o in batch
             if not o.ok
         ]
-        node_outcomes = _node_outcomes(batch)
-        completed: set[uuid.UUID] = set()
-        failed_rows: list[Any] = []
-        async with self.repo.transaction() as conn:
-            if successes:
-                completed = await self.repo.complete_tasks(conn, successes)
-            if failures:
-                failed_rows = await self.repo.fail_tasks(
-                    conn, failures, max_attempts=self.settings.max_attempts
-                )
-            if node_outcomes:
-                await self.repo.record_node_outcomes(
-                    conn,
-                    node_outcomes,
-                    threshold=self.settings.circuit_failure_threshold,
-                    cooldown_seconds=self.settings.circuit_cooldown_seconds,
-                )
+        async with self.repo.connection() as conn:
+            rows = await self.repo.record_outcomes(
+                conn, successes, failures, max_attempts=self.settings.max_attempts
+            )
         self.metrics.batch_duration.observe(time.perf_counter() - started)
-        self._account(batch, completed, {r["id"]: r["status"] for r in failed_rows})
+        self._node_stats.add(batch)
+        self._account(batch, {r["id"]: r["status"] for r in rows})
 
-    def _account(
-        self, batch: list[_Outcome], completed: set[uuid.UUID], failed: dict[uuid.UUID, str]
-    ) -> None:
-        m, c = self.metrics, self.counters
-        retried_soon = False
+    def _account(self, batch: list[_Outcome], recorded: dict[uuid.UUID, str]) -> None:
+        """Count what the database accepted, and only that."""
+        c, debug = self.counters, self._debug
+        completed_tasks = completed_units = dead_tasks = dead_units = retries = 0
         for outcome in batch:
             task = outcome.task
             self._held.pop(task.id, None)
-            fields = _task_fields(task)
-            if outcome.ok and task.id in completed:
-                c.processed += 1
-                c.completed += 1
-                m.tasks_total.labels(status="completed").inc()
-                m.plays_total.labels(outcome="delivered").inc(task.quantity)
-                self.log.debug("task completed", **fields, quantity=task.quantity)
-            elif not outcome.ok and task.id in failed:
-                c.processed += 1
-                if failed[task.id] == TaskStatus.FAILED_PERMANENT:
-                    c.failed += 1
-                    m.tasks_total.labels(status="failed_permanent").inc()
-                    m.plays_total.labels(outcome="failed").inc(task.quantity)
-                    self.log.warning("task dead-lettered", **fields, error=outcome.error)
-                else:
-                    c.retries += 1
-                    m.retries_total.inc()
-                    retried_soon = True
-                    self.log.info("task failed, will retry", **fields, error=outcome.error)
-            else:
+            status = recorded.get(task.id)
+            if status is None:
                 c.leases_lost += 1
-                self.log.warning("lease lost: outcome not recorded", **fields, ok=outcome.ok)
-        if self._waiting_for_room or retried_soon:
+                self.log.warning(
+                    "lease lost: outcome not recorded", **_task_fields(task), ok=outcome.ok
+                )
+            elif status == TaskStatus.COMPLETED:
+                completed_tasks += 1
+                completed_units += task.quantity
+                if debug:
+                    self.log.debug("task completed", **_task_fields(task), quantity=task.quantity)
+            elif status == TaskStatus.FAILED_PERMANENT:
+                dead_tasks += 1
+                dead_units += task.quantity
+                self.log.warning("task dead-lettered", **_task_fields(task), error=outcome.error)
+            else:
+                retries += 1
+                self.log.info("task failed, will retry", **_task_fields(task), error=outcome.error)
+        c.processed += completed_tasks + dead_tasks + retries
+        c.completed += completed_tasks
+        c.failed += dead_tasks
+        c.retries += retries
+        m = self._m
+        if completed_tasks:
+            m.completed.inc(completed_tasks)
+            m.delivered_units.inc(completed_units)
+        if dead_tasks:
+            m.dead_lettered.inc(dead_tasks)
+            m.failed_units.inc(dead_units)
+        if retries:
+            m.retries.inc(retries)
+        if self._waiting_for_room or retries:
             self._claim_wakeup.set()  # room was freed, or a retry may be due soon
+
+    async def _flush_node_stats(self) -> None:
+        """Node health and totals, at most once per control-loop tick: off the
+        hot path, so workers do not queue on the same nodes row per batch."""
+        outcomes = self._node_stats.take()
+        if not outcomes:
+            return
+        try:
+            async with self.repo.connection() as conn:
+                await self.repo.record_node_outcomes(
+                    conn,
+                    outcomes,
+                    threshold=self.settings.circuit_failure_threshold,
+                    cooldown_seconds=self.settings.circuit_cooldown_seconds,
+                )
+        except BaseException:
+            self._node_stats.restore(outcomes)
+            raise
 
     # ------------------------------------------------------------ background
 
@@ -521,6 +551,7 @@ class OrderDeliveryWorker:
         while True:
             try:
                 await self._refresh_chaos()
+                await self._flush_node_stats()
                 now = time.monotonic()
                 if now - last_heartbeat >= self.settings.worker_heartbeat_seconds:
                     await self._extend_leases()
@@ -607,23 +638,22 @@ class OrderDeliveryWorker:
         return total
 
     def _count_rescued(self, row: dict[str, Any]) -> None:
-        c, m = self.counters, self.metrics
+        c, m = self.counters, self._m
         c.recovered_orphans += 1
-        m.orphans_recovered_total.inc()
-        dead = row["status"] == TaskStatus.FAILED_PERMANENT
-        if dead:
+        m.orphans.inc()
+        if row["status"] == TaskStatus.FAILED_PERMANENT:
             c.failed += 1
-            m.tasks_total.labels(status="failed_permanent").inc()
-            m.plays_total.labels(outcome="failed").inc(row["quantity"])
+            m.dead_lettered.inc()
+            m.failed_units.inc(row["quantity"])
         else:
             c.retries += 1
-            m.retries_total.inc()
+            m.retries.inc()
         self.log.warning(
             "Recovering orphaned task",
             order_id=str(row["order_id"]),
             task_id=str(row["id"]),
             attempt=row["attempts"],
-            node=row["node_id"],
+            node=row["node_identifier"],
             lost_by=row["lease_owner"],
             new_status=row["status"],
         )
@@ -692,26 +722,47 @@ def _task_fields(task: ClaimedTask) -> dict[str, Any]:
     }
 
 
-def _node_outcomes(batch: list[_Outcome]) -> list[NodeOutcome]:
-    """Per node: delivered units, failures that count against its health, and
-    the failures after its last success (in batch order)."""
-    per_node: dict[int, dict[str, Any]] = {}
-    for o in batch:
-        if not o.ok and not o.counts_against_node:
-            continue
-        s = per_node.setdefault(
-            o.task.node_id,
-            {"units": 0, "failures": 0, "success": False, "trailing": 0, "error": None},
+class NodeStats:
+    """Per-node outcomes accumulated between writes: units delivered, failures
+    that count against the node's health (retryable delivery errors), and the
+    failures since its last success, in the order they happened."""
+
+    def __init__(self) -> None:
+        self._stats: dict[int, NodeOutcome] = {}
+
+    def add(self, batch: list[_Outcome]) -> None:
+        for o in batch:
+            if o.ok:
+                self._merge(NodeOutcome(o.task.node_id, o.task.quantity, 0, True, 0, None))
+            elif o.counts_against_node:
+                self._merge(NodeOutcome(o.task.node_id, 0, 1, False, 1, o.error))
+
+    def _merge(self, new: NodeOutcome) -> None:
+        old = self._stats.get(new.node_id)
+        if old is None:
+            self._stats[new.node_id] = new
+            return
+        self._stats[new.node_id] = NodeOutcome(
+            node_id=new.node_id,
+            delivered_units=old.delivered_units + new.delivered_units,
+            failures=old.failures + new.failures,
+            had_success=old.had_success or new.had_success,
+            trailing_failures=(
+                new.trailing_failures
+                if new.had_success
+                else old.trailing_failures + new.trailing_failures
+            ),
+            last_error=new.last_error or old.last_error,
         )
-        if o.ok:
-            s["units"] += o.task.quantity
-            s["success"] = True
-            s["trailing"] = 0
-        else:
-            s["failures"] += 1
-            s["trailing"] += 1
-            s["error"] = o.error
-    return [
-        NodeOutcome(node_id, s["units"], s["failures"], s["success"], s["trailing"], s["error"])
-        for node_id, s in sorted(per_node.items())
-    ]
+
+    def take(self) -> list[NodeOutcome]:
+        outcomes = [self._stats[k] for k in sorted(self._stats)]
+        self._stats.clear()
+        return outcomes
+
+    def restore(self, outcomes: list[NodeOutcome]) -> None:
+        pending, self._stats = self._stats, {}
+        for outcome in outcomes:
+            self._merge(outcome)
+        for outcome in pending.values():
+            self._merge(outcome)

@@ -1,0 +1,116 @@
+"""Chaos injection for every worker on this database: pause claiming, inject
+failures, add latency. Stored in `chaos_settings` (one row), which each
+worker reads every second and the claim query checks on every claim.
+
+Chaos always expires (default GOODFELLAZ17_CHAOS_DEFAULT_TTL_SECONDS), so it
+can never be left on silently, and GOODFELLAZ17_CHAOS_ALLOWED=false forbids
+turning it on at all. Every change wakes the workers (NOTIFY) and is recorded
+in `operator_actions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from goodfellaz17.db.repository import Repository, Row
+from goodfellaz17.errors import Forbidden, InvalidInput
+from goodfellaz17.logs import get_logger
+from goodfellaz17.settings import Settings
+
+log = get_logger(__name__)
+
+MAX_TTL_SECONDS = 86_400
+MAX_LATENCY_MS = 600_000
+
+
+def _state(row: Row) -> dict[str, Any]:
+    """The effective state: once expired, chaos reads as off whatever is stored."""
+    active = bool(row["active"])
+    expires_at = row["expires_at"]
+    remaining = (expires_at - row["db_now"]).total_seconds() if active and expires_at else None
+    return {
+        "active": active,
+        "expired": bool(row["enabled"]) and not active,
+        "workerPaused": active and bool(row["worker_paused"]),
+        "failureRate": float(row["failure_rate"]) if active else 0.0,
+        "latencyMs": int(row["latency_ms"]) if active else 0,
+        "expiresAt": expires_at if active else None,
+        "remainingSeconds": round(remaining, 1) if remaining is not None else None,
+        "updatedBy": row["updated_by"],
+        "updatedAt": row["updated_at"],
+    }
+
+
+async def chaos_status(repo: Repository) -> dict[str, Any]:
+    return _state(await repo.get_chaos())
+
+
+def _validate(failure_rate: float, latency_ms: int, ttl_seconds: float) -> None:
+    if not 0.0 <= failure_rate <= 1.0:
+        raise InvalidInput("failureRate must be between 0 and 1", field="failureRate")
+    if not 0 <= latency_ms <= MAX_LATENCY_MS:
+        raise InvalidInput(f"latencyMs must be between 0 and {MAX_LATENCY_MS}", field="latencyMs")
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidInput(
+            f"ttlSeconds must be greater than 0 and at most {MAX_TTL_SECONDS}",
+            field="ttlSeconds",
+        )
+
+
+async def enable_chaos(
+    repo: Repository,
+    settings: Settings,
+    *,
+    actor: str,
+    worker_paused: bool = False,
+    failure_rate: float = 0.0,
+    latency_ms: int = 0,
+    ttl_seconds: float | None = None,
+) -> dict[str, Any]:
+    if not settings.chaos_allowed:
+        raise Forbidden(
+            "chaos injection is disabled by GOODFELLAZ17_CHAOS_ALLOWED=false", field="chaos"
+        )
+    ttl = float(settings.chaos_default_ttl_seconds if ttl_seconds is None else ttl_seconds)
+    _validate(failure_rate, latency_ms, ttl)
+    details = {
+        "workerPaused": worker_paused,
+        "failureRate": failure_rate,
+        "latencyMs": latency_ms,
+        "ttlSeconds": ttl,
+    }
+    async with repo.transaction() as conn:
+        row = await repo.enable_chaos(
+            conn,
+            worker_paused=worker_paused,
+            failure_rate=failure_rate,
+            latency_ms=latency_ms,
+            ttl_seconds=ttl,
+            actor=actor,
+        )
+        await repo.record_operator_action(
+            conn, action="chaos_enable", order_id=None, actor=actor, details=Jsonb(details)
+        )
+        await repo.notify_tasks_due(conn, "chaos")
+    log.warning(
+        "chaos enabled",
+        actor=actor,
+        worker_paused=worker_paused,
+        failure_rate=failure_rate,
+        latency_ms=latency_ms,
+        ttl_seconds=ttl,
+    )
+    return _state(row)
+
+
+async def disable_chaos(repo: Repository, *, actor: str) -> dict[str, Any]:
+    async with repo.transaction() as conn:
+        row = await repo.disable_chaos(conn, actor=actor)
+        await repo.record_operator_action(
+            conn, action="chaos_disable", order_id=None, actor=actor, details=Jsonb({})
+        )
+        await repo.notify_tasks_due(conn, "chaos")
+    log.info("chaos disabled", actor=actor)
+    return _state(row)

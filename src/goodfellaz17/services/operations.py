@@ -1,0 +1,198 @@
+"""Operator actions on one order: retry now, drain dead letters,
+force-complete, cancel. Shared by the admin API and the CLI.
+
+Each action is one transaction that locks the order's open tasks, changes
+them, and records who did what in `operator_actions`; then it is logged.
+Deadlocks and serialization failures are retried here (the transaction is
+rolled back and run again), so callers never see them. Every action keeps all
+invariants true: the accounting triggers keep the counters, and each action
+moves tasks only along transitions the state machine grants operators.
+
+An action must never leave an order COMPLETED with open tasks, nor change a
+task a worker is executing unless the operator said `force`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from goodfellaz17.db.pool import AsyncConn
+from goodfellaz17.db.repository import Repository, Row
+from goodfellaz17.domain.states import OrderStatus
+from goodfellaz17.errors import Conflict, NotFound
+from goodfellaz17.logs import get_logger
+
+log = get_logger(__name__)
+
+RETRY_NOW = "retry_now"
+DRAIN_DEAD_LETTERS = "drain_dead_letters"
+FORCE_COMPLETE = "force_complete"
+CANCEL = "cancel"
+
+# Deadlock victims and serialization failures: safe to run again from the top.
+# Named one by one: psycopg does not derive them from TransactionRollback.
+TRANSIENT_DB_ERRORS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
+MAX_TRANSACTION_ATTEMPTS = 5
+
+
+def transaction_retrying() -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+        stop=stop_after_attempt(MAX_TRANSACTION_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.02, max=0.5),
+        reraise=True,
+    )
+
+
+@dataclass(slots=True)
+class Change:
+    """What an action did to the order's tasks."""
+
+    tasks: int = 0
+    units: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: list[Any], **details: Any) -> Change:
+        return cls(len(rows), sum(int(r["quantity"]) for r in rows), details)
+
+
+ChangeFn = Callable[[AsyncConn, Row], Awaitable[Change]]
+
+
+async def _perform(
+    repo: Repository, action: str, order_id: uuid.UUID, actor: str, change: ChangeFn
+) -> dict[str, Any]:
+    """Lock, change, record: one transaction, retried when the database says so."""
+
+    async def once() -> dict[str, Any]:
+        async with repo.transaction() as conn:
+            before = await repo.lock_order_for_action(conn, order_id)
+            if before is None:
+                raise NotFound(f"order {order_id} not found", field="orderId")
+            done = await change(conn, before)
+            after = await repo.get_order(order_id, conn)
+            assert after is not None, "the order's tasks are locked by this transaction"
+            details = {
+                "tasks": done.tasks,
+                "units": done.units,
+                "statusBefore": before["status"],
+                "statusAfter": after["status"],
+                **done.details,
+            }
+            recorded = await repo.record_operator_action(
+                conn, action=action, order_id=order_id, actor=actor, details=Jsonb(details)
+            )
+        log.info(
+            "operator action",
+            action=action,
+            order_id=str(order_id),
+            actor=actor,
+            tasks=done.tasks,
+            units=done.units,
+            status_before=before["status"],
+            status_after=after["status"],
+            force=done.details.get("force"),
+        )
+        return {
+            "action": action,
+            "orderId": str(order_id),
+            "actor": actor,
+            "tasksAffected": done.tasks,
+            "unitsAffected": done.units,
+            "orderStatus": after["status"],
+            "quantity": after["quantity"],
+            "delivered": after["delivered"],
+            "failedPermanentPlays": after["failed_permanent_plays"],
+            "actionId": recorded["id"],
+            "recordedAt": recorded["created_at"],
+            "details": details,
+        }
+
+    result: dict[str, Any] = await transaction_retrying()(once)
+    return result
+
+
+async def retry_now(repo: Repository, order_id: uuid.UUID, *, actor: str) -> dict[str, Any]:
+    """Make the order's FAILED_RETRYING tasks due now (the runbook's force retry)."""
+
+    async def change(conn: AsyncConn, order: Row) -> Change:
+        return Change.of(await repo.retry_tasks_now(conn, order_id))
+
+    return await _perform(repo, RETRY_NOW, order_id, actor, change)
+
+
+async def drain_dead_letters(
+    repo: Repository, order_id: uuid.UUID, *, actor: str
+) -> dict[str, Any]:
+    """FAILED_PERMANENT → FAILED_RETRYING, attempts from 0, due now."""
+
+    async def change(conn: AsyncConn, order: Row) -> Change:
+        return Change.of(await repo.drain_dead_letters(conn, order_id))
+
+    return await _perform(repo, DRAIN_DEAD_LETTERS, order_id, actor, change)
+
+
+async def force_complete(
+    repo: Repository, order_id: uuid.UUID, *, actor: str, force: bool = False
+) -> dict[str, Any]:
+    """Mark the order COMPLETED (the customer agreed to partial delivery); its
+    open tasks go to the dead-letter queue. Refused while tasks are executing
+    unless `force`: their units may be delivered but would not be counted."""
+
+    async def change(conn: AsyncConn, order: Row) -> Change:
+        if order["status"] == OrderStatus.COMPLETED:
+            raise Conflict(f"order {order_id} is already COMPLETED", field="orderId")
+        if order["executing"] and not force:
+            raise Conflict(
+                f"order {order_id} has {order['executing']} task(s) EXECUTING; "
+                "wait for them or use force",
+                field="force",
+            )
+        open_tasks = int(order["pending"] + order["executing"] + order["retrying"])
+        open_units = order["quantity"] - order["delivered"] - order["failed_permanent_plays"]
+        await repo.force_complete_order(conn, order_id)
+        return Change(open_tasks, open_units, {"force": force, "executing": order["executing"]})
+
+    return await _perform(repo, FORCE_COMPLETE, order_id, actor, change)
+
+
+async def cancel(
+    repo: Repository, order_id: uuid.UUID, *, actor: str, force: bool = False
+) -> dict[str, Any]:
+    """Dead-letter the order's remaining tasks, saying an operator cancelled
+    them. Refused while tasks are executing unless `force`, which cancels
+    those too (their late completion then changes nothing)."""
+
+    async def change(conn: AsyncConn, order: Row) -> Change:
+        if order["executing"] and not force:
+            raise Conflict(
+                f"order {order_id} has {order['executing']} task(s) EXECUTING; "
+                "wait for them or use force",
+                field="force",
+            )
+        rows = await repo.cancel_open_tasks(
+            conn,
+            order_id,
+            reason=f"cancelled by operator {actor}",
+            include_executing=force,
+        )
+        return Change.of(rows, force=force, executing=order["executing"])
+
+    return await _perform(repo, CANCEL, order_id, actor, change)
