@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,7 @@ def test_the_brake_stops_delivery_and_releasing_it_delivers_the_waiting_order(
         ).fetchall() == [("PENDING", 10)]
     finally:
         server_code, worker_code = stop(server), stop(worker)
-    assert server_code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after shutdown
+    assert server_code == 0, "serve stops gracefully on SIGTERM"
     assert worker_code == 0, "an idle braked worker stops cleanly on SIGTERM"
 
     released = pod_env("goodfellaz17", db_url, brake=False)
