@@ -33,7 +33,7 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint promtool-test ## lint, alert rules, then the whole test suite against a real PostgreSQL
+test: lint promtool-test runbook-tools ## lint, alert rules, then the whole test suite against a real PostgreSQL
 	PROMTOOL_RULES_CHECKED=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: prometheus-tools
@@ -45,6 +45,17 @@ prometheus-tools: ## install promtool and amtool (Debian: prometheus, prometheus
 	  echo "installing promtool and amtool (Debian packages prometheus, prometheus-alertmanager)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+.PHONY: runbook-tools
+runbook-tools: ## install curl and jq (Debian) if missing: docs/RUNBOOK.md's commands use them (psql comes with pgserver)
+	@if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "curl/jq missing: run 'sudo make runbook-tools' once" >&2; exit 1; \
+	  fi; \
+	  echo "installing curl and jq (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends curl jq >/dev/null; \
 	fi
 
 .PHONY: promtool-test

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=10, ge=1, le=1000)
     worker_poll_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    worker_claimers: int = Field(default=2, ge=1, le=16)
     worker_grace_period_seconds: float = Field(default=25.0, ge=0, le=3600)
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
     worker_rescue_interval_seconds: float = Field(default=15.0, gt=0, le=3600)

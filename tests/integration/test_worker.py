@@ -258,3 +258,19 @@ async def test_a_long_task_keeps_its_lease_by_heartbeat(
     assert row == ("COMPLETED", 1)
     assert worker.counters.recovered_orphans == 0
     assert order_row(sql, order_id)["delivered"] == 400
+
+
+async def test_a_small_order_arriving_behind_a_big_one_is_served_promptly(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    big = insert_order(sql, 400 * 300)
+    settings = make_settings(db_url, sim_latency_ms=50, worker_concurrency=2, worker_batch_size=2)
+    async with running_worker(settings, db_url):
+        await wait_for(lambda: order_row(sql, big)["delivered"] >= 400 * 20)
+        small = insert_order(sql, 400 * 3)
+        await wait_for(lambda: order_row(sql, small)["status"] == "COMPLETED")
+        remaining = sql.execute(
+            "SELECT count(*) FROM order_tasks WHERE order_id = %s AND status <> 'COMPLETED'", (big,)
+        ).fetchone()
+    assert remaining is not None
+    assert remaining[0] > 200, "the small order must not wait for the big one to finish"

@@ -113,6 +113,41 @@ class _Outcome:
     counts_against_node: bool = False
 
 
+_HEAD = float("-inf")
+CURSOR_RESCAN_SECONDS = 1.0
+
+
+class _QueueCursor:
+    """One claimer's place in the queue (a queue_position). It goes back to
+    the head whenever new work is announced (NOTIFY: a new order may sort
+    before it) and at least every second (retries coming due), so fairness
+    between orders is kept while the common claim skips the head."""
+
+    def __init__(self, worker: OrderDeliveryWorker) -> None:
+        self._worker = worker
+        self._at = _HEAD
+        self._seen_notifications = worker.notifications
+        self._rescanned_at = time.monotonic()
+
+    def position(self) -> float:
+        if (
+            self._worker.notifications != self._seen_notifications
+            or time.monotonic() - self._rescanned_at > CURSOR_RESCAN_SECONDS
+        ):
+            self._seen_notifications = self._worker.notifications
+            self._at = _HEAD
+        if self._at == _HEAD:
+            self._rescanned_at = time.monotonic()
+        return self._at
+
+    def rescanned(self) -> None:
+        self._rescanned_at = time.monotonic()
+
+    def advance(self, claimed: list[ClaimedTask]) -> None:
+        if claimed:
+            self._at = max(self._at, max(t.queue_position for t in claimed))
+
+
 @dataclass(slots=True)
 class _Held:
     """A claim this worker holds: its token, and when it was claimed."""
@@ -167,7 +202,8 @@ class OrderDeliveryWorker:
             settings,
             application_name=f"goodfellaz17-worker:{self.worker_id}"[:63],
             min_size=2,
-            max_size=max(4, settings.db_pool_max_size // 2),
+            # claimers + as many outcome writes in flight + control, rescuer, idle checks
+            max_size=2 * settings.worker_claimers + 3,
         )
         self.repo = Repository(self._pool)
         self._stopping = asyncio.Event()
@@ -182,8 +218,11 @@ class OrderDeliveryWorker:
         self._executors: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         self._capacity = settings.worker_concurrency + settings.worker_batch_size
-        self._waiting_for_room = False
-        self._flush_lock = asyncio.Lock()
+        self._room_waiters = 0
+        self.notifications = 0  # NOTIFYs received: claimers rescan from the head
+        self._reserved = 0
+        self._flush_slots = asyncio.Semaphore(settings.worker_claimers)
+        self._flushes: set[asyncio.Task[None]] = set()
         self._executor_idle = asyncio.Event()
         self._node_stats = NodeStats()
         self._m = _BoundMetrics(self.metrics)
@@ -229,7 +268,9 @@ class OrderDeliveryWorker:
             for i in range(self.settings.worker_concurrency)
         ]
         try:
-            await self._claim_loop()
+            await asyncio.gather(
+                *(self._claim_loop() for _ in range(self.settings.worker_claimers))
+            )
         finally:
             await self._shutdown()
 
@@ -255,7 +296,7 @@ class OrderDeliveryWorker:
                 )
         with contextlib.suppress(*_DB_ERRORS):
             async with asyncio.timeout(max(self.settings.worker_grace_period_seconds, 5.0)):
-                await self._flush_once()
+                await self._flush_remaining()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -306,31 +347,52 @@ class OrderDeliveryWorker:
 
     async def _claim_loop(self) -> None:
         poll = self.settings.worker_poll_interval_seconds
+        cursor = _QueueCursor(self)
         while not self._stopping.is_set():
-            room = self._capacity - len(self._held)
+            room = self._capacity - len(self._held) - self._reserved
             if room <= 0:
-                self._waiting_for_room = True
-                await self._claim_wakeup.wait(poll)
-                self._waiting_for_room = False
+                self._room_waiters += 1
+                try:
+                    await self._claim_wakeup.wait(poll)
+                finally:
+                    self._room_waiters -= 1
                 continue
             limit = min(self.settings.worker_batch_size, room)
+            self._reserved += limit  # other claimers see the room as taken
             try:
-                claimed = await self._claim(limit)
+                claimed = await self._claim(limit, cursor)
             except _DB_ERRORS as exc:
                 self.log.warning("claim failed: database unavailable", error=str(exc)[:200])
                 await self._claim_wakeup.wait(min(poll, 1.0))
                 continue
+            finally:
+                self._reserved -= limit
             if len(claimed) == limit:
                 continue  # there may be more: claim again while there is room
             await self._claim_wakeup.wait(await self._idle_timeout(poll))
 
-    async def _claim(self, limit: int) -> list[ClaimedTask]:
-        async with self.repo.transaction() as conn:
+    async def _claim(self, limit: int, cursor: _QueueCursor) -> list[ClaimedTask]:
+        """Claim from where this claimer left off in the queue; only when that
+        runs dry, from the head. The head is where every claimed task leaves an
+        index entry behind until vacuum can remove it (never, while another
+        session holds an old snapshot): starting past them keeps a claim's cost
+        flat when dead rows pile up."""
+        start = cursor.position()
+        claimed = await self._claim_from(limit, start)
+        if len(claimed) < limit and start != _HEAD:
+            claimed += await self._claim_from(limit - len(claimed), _HEAD)
+            cursor.rescanned()
+        cursor.advance(claimed)
+        return claimed
+
+    async def _claim_from(self, limit: int, from_position: float) -> list[ClaimedTask]:
+        async with self.repo.connection() as conn:
             claimed = await self.repo.claim_tasks(
                 conn,
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=self.settings.task_lease_seconds,
+                from_position=from_position,
                 node_offset=random.randrange(1 << 16),
             )
         if claimed:
@@ -414,31 +476,58 @@ class OrderDeliveryWorker:
     # ------------------------------------------------------------ recording
 
     async def _flush_loop(self) -> None:
+        """Record outcomes as they arrive: while one batch is being written the
+        next accumulates, with up to `claimers` writes in flight (group commit
+        does the rest)."""
         while True:
             if not self._outcomes:
                 await self._flush_wakeup.wait(1.0)
                 continue
-            try:
-                await self._flush_once()
-            except _DB_ERRORS as exc:
+            await self._flush_slots.acquire()
+            if not self._outcomes:
+                self._flush_slots.release()
+                continue
+            batch, self._outcomes = self._outcomes, []
+            flush = asyncio.create_task(self._flush_batch(batch))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+
+    async def _flush_batch(self, batch: list[_Outcome]) -> None:
+        try:
+            await self._record(batch)
+        except BaseException as exc:
+            self._outcomes[:0] = batch  # keep them; fencing makes a retry safe
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if isinstance(exc, _DB_ERRORS):
                 self.log.warning(
                     "recording outcomes failed: database unavailable",
                     pending=len(self._outcomes),
                     error=str(exc)[:200],
                 )
-                await asyncio.sleep(0.5)
+            else:
+                self.log.exception("recording outcomes failed", pending=len(self._outcomes))
+            await asyncio.sleep(0.5)
+            self._flush_wakeup.set()
+        finally:
+            self._flush_slots.release()
 
-    async def _flush_once(self) -> None:
-        """Record every pending outcome in one transaction (fenced)."""
-        async with self._flush_lock:
-            if not self._outcomes:
-                return
-            batch, self._outcomes = self._outcomes, []
-            try:
-                await self._record(batch)
-            except BaseException:
-                self._outcomes[:0] = batch  # keep them; fencing makes a retry safe
-                raise
+    async def _flush_remaining(self) -> None:
+        """At shutdown: wait for writes in flight, then record what is left."""
+        slots = self.settings.worker_claimers
+        for _ in range(slots):
+            await self._flush_slots.acquire()
+        try:
+            if self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    await self._record(batch)
+                except BaseException:
+                    self._outcomes[:0] = batch
+                    raise
+        finally:
+            for _ in range(slots):
+                self._flush_slots.release()
 
     async def _record(self, batch: list[_Outcome]) -> None:
         started = time.perf_counter()
@@ -500,7 +589,7 @@ class OrderDeliveryWorker:
             m.failed_units.inc(dead_units)
         if retries:
             m.retries.inc(retries)
-        if self._waiting_for_room or retries:
+        if self._room_waiters or retries:
             self._claim_wakeup.set()  # room was freed, or a retry may be due soon
 
     async def _flush_node_stats(self) -> None:
@@ -537,8 +626,10 @@ class OrderDeliveryWorker:
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.1
-                    self._claim_wakeup.set()  # we may have missed some while reconnecting
+                    self.notifications += 1  # we may have missed some while reconnecting
+                    self._claim_wakeup.set()
                     async for _ in conn.notifies():
+                        self.notifications += 1
                         self._claim_wakeup.set()
             except _DB_ERRORS as exc:
                 self.log.debug("listen connection lost", error=str(exc)[:200])
