@@ -27,8 +27,8 @@ demo: $(STAMP) ## deliver a 15,000-unit order end to end on an embedded PostgreS
 
 .PHONY: lint
 lint: $(STAMP) ## ruff, mypy --strict and the import contracts
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -65,10 +65,30 @@ promtool-test: prometheus-tools ## check and unit-test the alert rules, check th
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/prometheus/alertmanager.yml
 
+# A separate prerequisite line, so the `test` rule above stays as it is.
+test: pgbouncer
+
+.PHONY: pgbouncer
+pgbouncer: ## install PgBouncer (Debian) for the pooler compatibility test, if missing
+	@if ! PATH="$$PATH:/usr/sbin" command -v pgbouncer >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing pgbouncer (Debian package) for tests/e2e/test_pgbouncer.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends pgbouncer >/dev/null \
+	    || echo "pgbouncer could not be installed: its test will say so and skip" >&2; \
+	  else \
+	    echo "pgbouncer missing and not root: 'sudo make pgbouncer' once, or its test skips" >&2; \
+	  fi; \
+	fi
+
+.PHONY: k8s-rules
+k8s-rules: $(STAMP) ## rebuild deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml
+	$(BIN)/python deploy/k8s/build_prometheusrule.py
+
 .PHONY: fmt
 fmt: $(STAMP) ## format and autofix
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench deploy
+	$(BIN)/ruff check --fix src tests bench deploy
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches

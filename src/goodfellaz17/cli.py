@@ -73,7 +73,7 @@ def database_url(settings: Settings, location: DatabaseLocation) -> str:
     url = location.url()
     if location.is_embedded:
         apply_migrations(url)
-    elif pending := pending_migrations(url):
+    elif pending := pending_migrations(location.direct_url()):
         fail(
             f"the database schema is not up to date ({len(pending)} pending): "
             "run `goodfellaz17 migrate`"
@@ -116,7 +116,7 @@ def migrate() -> None:
     settings = settings_or_exit()
     location = DatabaseLocation(settings)
     try:
-        applied = apply_migrations(location.url())
+        applied = apply_migrations(location.direct_url())
     except psycopg.OperationalError as exc:
         fail(f"database unavailable: {str(exc).splitlines()[0]}")
     finally:
@@ -151,7 +151,7 @@ def serve(
     location = DatabaseLocation(settings)
     try:
         url = location.url()
-        apply_migrations(url)
+        apply_migrations(location.direct_url())
     except psycopg.OperationalError as exc:
         location.close()
         fail(f"database unavailable: {str(exc).splitlines()[0]}")
@@ -176,10 +176,13 @@ def serve(
 def worker() -> None:
     """Run a worker only (scale out with as many as you like on one database)."""
     from goodfellaz17.logs import configure_logging
-    from goodfellaz17.worker.runner import run_worker_process
+    from goodfellaz17.worker.runner import idle_until_stopped, run_worker_process
 
     settings = settings_or_exit()
     configure_logging(settings)
+    if not settings.worker_enabled:
+        asyncio.run(idle_until_stopped())  # the emergency brake holds for scaled-out workers too
+        return
     location = DatabaseLocation(settings)
     try:
         url = database_url(settings, location)

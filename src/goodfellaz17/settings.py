@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    # A direct (or session-pooled) connection for what needs session state:
+    # the worker's LISTEN and the migration lock. Set it when DATABASE_URL
+    # points at a transaction-mode pooler such as PgBouncer.
+    direct_database_url: SecretStr | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
     env: Literal["development", "production"] = "development"
 
@@ -133,14 +137,23 @@ class Settings(BaseSettings):
             return parse_api_keys(value)
         return value
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "direct_database_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("database_url")
+    @field_validator("db_prepare_threshold", mode="before")
+    @classmethod
+    def _blank_threshold_is_off(cls, value: Any) -> Any:
+        # Empty (or "none"/"off") turns server-side prepared statements off,
+        # as a transaction-mode pooler without prepared-statement support needs.
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
+
+    @field_validator("database_url", "direct_database_url")
     @classmethod
     def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(
@@ -159,6 +172,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GOODFELLAZ17_WORKER_HEARTBEAT_SECONDS must be less than half of "
                 "GOODFELLAZ17_TASK_LEASE_SECONDS, or leases expire between heartbeats"
+            )
+        if self.direct_database_url is not None and self.database_url is None:
+            raise ValueError(
+                "GOODFELLAZ17_DIRECT_DATABASE_URL needs DATABASE_URL "
+                "(the embedded PostgreSQL is always direct)"
             )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError(

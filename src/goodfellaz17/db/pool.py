@@ -40,6 +40,13 @@ class DatabaseLocation:
                 self._url = self._embedded.start()
         return self._url
 
+    def direct_url(self) -> str:
+        """Where session state works (LISTEN, advisory locks): the direct URL
+        when DATABASE_URL goes through a transaction-mode pooler."""
+        if self._settings.direct_database_url is not None:
+            return self._settings.direct_database_url.get_secret_value()
+        return self.url()
+
     def close(self) -> None:
         if self._embedded is not None:
             self._embedded.stop()
@@ -48,15 +55,19 @@ class DatabaseLocation:
 
 
 def connection_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
-    options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return {
+    kwargs: dict[str, Any] = {
         "autocommit": True,
         "row_factory": dict_row,
         "prepare_threshold": settings.db_prepare_threshold,
         "application_name": application_name,
         "connect_timeout": max(1, int(settings.db_connect_timeout_seconds)),
-        "options": options,
     }
+    # PgBouncer refuses the `options` start-up parameter, so a timeout of 0
+    # (PostgreSQL's "no timeout") sends nothing; behind a pooler, set the
+    # timeout on the role instead (ALTER ROLE ... SET statement_timeout).
+    if settings.db_statement_timeout_ms:
+        kwargs["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return kwargs
 
 
 def create_pool(

@@ -54,3 +54,16 @@ async def _run_until_signalled(settings: Settings, worker: OrderDeliveryWorker) 
     else:
         waiter.cancel()
         await main  # re-raises if the worker died
+
+
+async def idle_until_stopped() -> None:
+    """`goodfellaz17 worker` with GOODFELLAZ17_WORKER_ENABLED=false: claim
+    nothing, touch no database, and wait for SIGTERM/SIGINT, so a scaled-out
+    worker Deployment obeys the emergency brake without crash-looping."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    log.warning("worker disabled by GOODFELLAZ17_WORKER_ENABLED=false: idling until stopped")
+    await stop_requested.wait()
+    log.info("worker stopped (was disabled)")

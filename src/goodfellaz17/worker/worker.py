@@ -183,6 +183,9 @@ class OrderDeliveryWorker:
     ) -> None:
         self.settings = settings
         self.database_url = database_url
+        # LISTEN is session state: a transaction-mode pooler would drop it.
+        direct = settings.direct_database_url
+        self.listen_url = direct.get_secret_value() if direct is not None else database_url
         self.worker_id = worker_id or new_worker_id()
         self.backends = backends if backends is not None else build_backends(settings)
         self.metrics = worker_metrics(registry)
@@ -615,7 +618,7 @@ class OrderDeliveryWorker:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.database_url,
+                    self.listen_url,
                     autocommit=True,
                     application_name=f"goodfellaz17-listen:{self.worker_id}"[:63],
                     connect_timeout=max(1, int(self.settings.db_connect_timeout_seconds)),

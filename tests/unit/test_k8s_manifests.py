@@ -1,0 +1,342 @@
+"""deploy/k8s validated offline: Kubernetes JSON schemas (kubernetes-validate,
+strict: unknown fields are errors), our minimal schemas for the Prometheus
+Operator's two resources, and the properties the runbook relies on."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from goodfellaz17.settings import Settings, load_settings
+from tests.conftest import API_KEYS
+from tests.deploy_manifests import (
+    K8S,
+    Manifest,
+    crd_schema,
+    deployed,
+    dockerfile_instructions,
+    effective_env,
+    kubectl_set_env,
+    kustomization,
+    load_manifests,
+    one,
+)
+
+
+def _load_script(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_prometheusrule = _load_script(K8S / "build_prometheusrule.py")
+
+# The oldest Kubernetes still commonly run, and the newest schemas bundled.
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())
+CORE_KINDS = {"ConfigMap", "Secret", "Deployment", "Service"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+GRACE = 25.0  # GOODFELLAZ17_WORKER_GRACE_PERIOD_SECONDS in configmap.yaml
+PRESTOP_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[Manifest]:
+    return deployed()
+
+
+@pytest.fixture(scope="module")
+def example_secret() -> dict[str, str]:
+    secret = load_manifests(K8S / "secret.example.yaml")[0].doc
+    values: dict[str, str] = secret["stringData"]
+    return values
+
+
+def config(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = one(manifests, "ConfigMap", "goodfellaz17-config")["data"]
+    return data
+
+
+def pod_spec(manifests: list[Manifest], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = one(manifests, "Deployment", name)["spec"]["template"]["spec"]
+    return spec
+
+
+def container(manifests: list[Manifest], name: str) -> dict[str, Any]:
+    containers = pod_spec(manifests, name)["containers"]
+    assert len(containers) == 1, "one container per pod: kubectl set env targets it"
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def test_kustomization_lists_every_manifest_and_nothing_else() -> None:
+    listed = kustomization()["resources"]
+    on_disk = sorted(
+        p.name
+        for p in K8S.glob("*.yaml")
+        if p.name not in {"kustomization.yaml", "secret.example.yaml"}
+    )
+    assert sorted(listed) == on_disk
+    assert len(listed) == len(set(listed))
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_core_resources_validate_against_the_kubernetes_schemas(
+    manifests: list[Manifest], version: str
+) -> None:
+    secret_example = load_manifests(K8S / "secret.example.yaml")
+    core = [m for m in manifests + secret_example if m.kind in CORE_KINDS]
+    assert {m.kind for m in core} == CORE_KINDS
+    for m in core:
+        try:
+            kubernetes_validate.validate(m.doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{m.path.name}: {m.kind}/{m.name} at {path}: {exc.message}")
+
+
+def test_every_deployed_kind_is_validated(manifests: list[Manifest]) -> None:
+    assert {m.kind for m in manifests} <= CORE_KINDS | CRD_KINDS
+
+
+def test_the_kubernetes_validator_rejects_a_misspelt_field(manifests: list[Manifest]) -> None:
+    broken = copy.deepcopy(one(manifests, "Deployment", "goodfellaz17"))
+    probe = broken["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = probe
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("kind", sorted(CRD_KINDS))
+def test_custom_resources_validate_against_their_schemas(
+    manifests: list[Manifest], kind: str
+) -> None:
+    (resource,) = [m.doc for m in manifests if m.kind == kind]
+    jsonschema.Draft202012Validator.check_schema(crd_schema(kind))
+    jsonschema.validate(resource, crd_schema(kind), cls=jsonschema.Draft202012Validator)
+
+
+def test_the_crd_schemas_reject_misspelt_fields(manifests: list[Manifest]) -> None:
+    monitor = copy.deepcopy(one(manifests, "ServiceMonitor", "goodfellaz17"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, crd_schema("ServiceMonitor"))
+    rule = copy.deepcopy(one(manifests, "PrometheusRule", "goodfellaz17"))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rule, crd_schema("PrometheusRule"))
+
+
+# ---------------------------------------------------------------- PrometheusRule
+
+
+def test_the_prometheusrule_is_exactly_what_the_script_builds_from_alerts_yml() -> None:
+    committed = (K8S / "prometheusrule.yaml").read_text()
+    assert committed == build_prometheusrule.build(), (
+        "deploy/k8s/prometheusrule.yaml is stale: run `make k8s-rules`"
+    )
+    alerts = yaml.safe_load(build_prometheusrule.ALERTS.read_text())
+    assert yaml.safe_load(committed)["spec"]["groups"] == alerts["groups"]
+
+
+def test_the_script_check_fails_when_alerts_yml_changes(tmp_path: Path) -> None:
+    alerts = yaml.safe_load(build_prometheusrule.ALERTS.read_text())
+    alerts["groups"][0]["rules"][0]["expr"] = "vector(1) > 0"
+    changed = tmp_path / "alerts.yml"
+    changed.write_text(yaml.safe_dump(alerts))
+    script = K8S / "build_prometheusrule.py"
+    run = [sys.executable, str(script), "--check", "--output", str(K8S / "prometheusrule.yaml")]
+    assert subprocess.run(run, check=False).returncode == 0
+    stale = subprocess.run(
+        [*run, "--alerts", str(changed)], capture_output=True, text=True, check=False
+    )
+    assert stale.returncode == 1
+    assert "stale" in stale.stderr
+
+
+def test_a_rule_file_without_groups_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "alerts.yml"
+    bad.write_text("rules: []\n")
+    with pytest.raises(ValueError, match="groups"):
+        build_prometheusrule.build(bad)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_every_configured_variable_is_a_real_setting(manifests: list[Manifest]) -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+    names = set(config(manifests))
+    for deployment in ("goodfellaz17", "goodfellaz17-worker"):
+        names |= {e["name"] for e in container(manifests, deployment).get("env", [])}
+    unknown = {n for n in names if n.removeprefix("GOODFELLAZ17_") not in fields}
+    assert unknown == set(), "typos are silently ignored by the service: fix these names"
+
+
+@pytest.mark.parametrize("deployment", ["goodfellaz17", "goodfellaz17-worker"])
+def test_the_pods_environment_loads_as_production_settings(
+    manifests: list[Manifest],
+    example_secret: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    deployment: str,
+) -> None:
+    env = effective_env(container(manifests, deployment), config(manifests), example_secret)
+    env["GOODFELLAZ17_API_KEYS"] = API_KEYS  # the example's placeholder is a real-looking key
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()  # raises ConfigError on any bad value
+    assert settings.is_production
+    assert settings.host == "0.0.0.0"
+    assert settings.worker_enabled is True
+    assert settings.metrics_port == 9464
+    assert settings.worker_grace_period_seconds == GRACE
+    assert settings.database_url is not None
+
+
+def test_kubectl_set_env_applies_the_brake(
+    manifests: list[Manifest], example_secret: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = copy.deepcopy(one(manifests, "Deployment", "goodfellaz17"))
+    before = copy.deepcopy(deployment["spec"]["template"])
+    kubectl_set_env(deployment, "GOODFELLAZ17_WORKER_ENABLED", "false")
+    # A changed pod template is what makes the Deployment roll its pods.
+    assert deployment["spec"]["template"] != before
+    braked = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = effective_env(braked, config(manifests), example_secret)
+    env["GOODFELLAZ17_API_KEYS"] = API_KEYS
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings().worker_enabled is False
+
+
+# ---------------------------------------------------------------- the pods
+
+
+def test_the_server_runs_serve_with_probes_on_the_health_endpoints(
+    manifests: list[Manifest],
+) -> None:
+    c = container(manifests, "goodfellaz17")
+    assert c["args"] == ["serve", "--host", "0.0.0.0"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080, "metrics": 9464}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/actuator/health/readiness", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/actuator/health/liveness", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/actuator/health/liveness"
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "goodfellaz17-config"}},
+        {"secretRef": {"name": "goodfellaz17-secrets"}},
+    ]
+    assert c["env"] == [{"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"}]
+
+
+def test_the_worker_deployment_runs_workers_only_and_starts_at_zero(
+    manifests: list[Manifest],
+) -> None:
+    deployment = one(manifests, "Deployment", "goodfellaz17-worker")
+    # At 0, scaling deployment/goodfellaz17 to 0 stops all delivery (the contract's brake).
+    assert deployment["spec"]["replicas"] == 0
+    c = container(manifests, "goodfellaz17-worker")
+    assert c["args"] == ["worker"]
+    assert [p["name"] for p in c["ports"]] == ["metrics"]
+    assert "GOODFELLAZ17_METRICS_PORT" in config(manifests)
+    assert {"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"} in c["env"]
+    (init,) = pod_spec(manifests, "goodfellaz17-worker")["initContainers"]
+    assert init["args"] == ["migrate"]
+    assert init["envFrom"] == c["envFrom"]
+
+
+def test_termination_grace_covers_the_whole_graceful_stop(manifests: list[Manifest]) -> None:
+    assert float(config(manifests)["GOODFELLAZ17_WORKER_GRACE_PERIOD_SECONDS"]) == GRACE
+    server = pod_spec(manifests, "goodfellaz17")
+    assert server["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sleep",
+        str(PRESTOP_SECONDS),
+    ]
+    http_drain = GRACE + 5  # serve's uvicorn timeout_graceful_shutdown
+    final_flush = max(GRACE, 5.0)  # the worker's last recording of outcomes
+    assert server["terminationGracePeriodSeconds"] > PRESTOP_SECONDS + http_drain + GRACE + (
+        final_flush
+    )
+    worker = pod_spec(manifests, "goodfellaz17-worker")
+    assert worker["terminationGracePeriodSeconds"] > GRACE + final_flush
+
+
+def test_every_container_is_bounded_and_unprivileged(manifests: list[Manifest]) -> None:
+    uid = dockerfile_uid()
+    for name in ("goodfellaz17", "goodfellaz17-worker"):
+        spec = pod_spec(manifests, name)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == uid
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"] + spec.get("initContainers", []):
+            for kind in ("requests", "limits"):
+                assert set(c["resources"][kind]) == {"cpu", "memory"}, (name, c["name"])
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert c["image"].startswith("goodfellaz17:")
+    images = {i["name"] for i in kustomization()["images"]}
+    assert images == {"goodfellaz17"}
+
+
+def dockerfile_uid() -> int:
+    (arg,) = [
+        i.value for i in dockerfile_instructions() if i.keyword == "ARG" and "APP_UID" in i.value
+    ]
+    return int(arg.split("=", 1)[1])
+
+
+# ---------------------------------------------------------------- scraping
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_services_select_their_pods_by_named_ports(manifests: list[Manifest]) -> None:
+    deployments = [m.doc for m in manifests if m.kind == "Deployment"]
+    for service in (m.doc for m in manifests if m.kind == "Service"):
+        selected = [
+            d
+            for d in deployments
+            if matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert len(selected) == 1, service["metadata"]["name"]
+        pod = selected[0]["spec"]["template"]["spec"]["containers"][0]
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in {p["name"] for p in pod["ports"]}
+
+
+def test_the_servicemonitor_scrapes_server_and_worker_metrics_ports(
+    manifests: list[Manifest],
+) -> None:
+    monitor = one(manifests, "ServiceMonitor", "goodfellaz17")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        m.doc
+        for m in manifests
+        if m.kind == "Service" and matches(selector, m.doc["metadata"]["labels"])
+    ]
+    assert {s["metadata"]["name"] for s in services} == {"goodfellaz17", "goodfellaz17-worker"}
+    for endpoint in monitor["spec"]["endpoints"]:
+        for service in services:
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    for name in ("goodfellaz17", "goodfellaz17-worker"):
+        annotations = one(manifests, "Deployment", name)["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        assert annotations["prometheus.io/port"] == config(manifests)["GOODFELLAZ17_METRICS_PORT"]
