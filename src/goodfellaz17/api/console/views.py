@@ -44,7 +44,11 @@ def age(seconds: float | None) -> str:
     """A coarse age that changes at most once a minute: <1 min, 12 min, 2 h 05 min."""
     if seconds is None:
         return NONE
-    return "<1 min" if seconds < 60 else duration(seconds - seconds % 60)
+    if seconds < 60:
+        return "<1 min"
+    if seconds < 3600:
+        return f"{int(seconds) // 60} min"
+    return duration(seconds)
 
 
 def ago(seconds: float | None) -> str:
