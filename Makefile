@@ -33,7 +33,7 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint promtool-test ## lint, alert rules, then the whole test suite against a real PostgreSQL
+test: lint promtool-test chromium ## lint, alert rules, then the whole test suite against a real PostgreSQL
 	PROMTOOL_RULES_CHECKED=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: prometheus-tools
@@ -45,6 +45,17 @@ prometheus-tools: ## install promtool and amtool (Debian: prometheus, prometheus
 	  echo "installing promtool and amtool (Debian packages prometheus, prometheus-alertmanager)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+.PHONY: chromium
+chromium: ## install Debian's chromium for the console's browser tests if missing (never a downloaded browser)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "chromium missing: run 'sudo make chromium' once" >&2; exit 1; \
+	  fi; \
+	  echo "installing chromium (Debian package) for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
 	fi
 
 .PHONY: promtool-test

@@ -18,7 +18,6 @@ from tests.conftest import OPERATOR_KEY, ORDERS_KEY, READ_KEY, make_settings
 from tests.helpers import insert_order, order_row, set_task_states, violations
 from tests.integration.console_helpers import (
     client_for,
-    csrf_of,
     data_value,
     log_in,
     nonce_of,
@@ -43,7 +42,9 @@ async def client(app: Any) -> AsyncIterator[Any]:
         yield c
 
 
-def seeded_order(sql: psycopg.Connection[Any], states: list[str], quantity: int = 4000) -> uuid.UUID:
+def seeded_order(
+    sql: psycopg.Connection[Any], states: list[str], quantity: int = 4000
+) -> uuid.UUID:
     """An order of 400-unit tasks put into `states` (by seq) in one transaction,
     so a worker could never see it half-made."""
     with sql.transaction():
@@ -69,7 +70,12 @@ def console_routes(app: Any) -> list[tuple[str, str]]:
 async def test_the_walk_finds_the_console_routes(app: Any) -> None:
     routes = console_routes(app)
     paths = {p for _, p in routes}
-    assert {"/console", "/console/orders", "/console/workers", "/console/partials/overview"} <= paths
+    assert {
+        "/console",
+        "/console/orders",
+        "/console/workers",
+        "/console/partials/overview",
+    } <= paths
     assert ("POST", "/console/chaos/disable") in routes
     assert len(routes) == 19  # a new console route: add it here once it is known to be guarded
 
@@ -200,9 +206,7 @@ async def test_a_session_ends_when_its_key_is_removed(db_url: str) -> None:
         await signed_in(c, OPERATOR_KEY)
         cookie = c.cookies.get("gf_console")
     assert cookie
-    after = make_settings(
-        db_url, api_keys=f"{READ_KEY}:read", invariant_check_interval_seconds=0
-    )
+    after = make_settings(db_url, api_keys=f"{READ_KEY}:read", invariant_check_interval_seconds=0)
     second = create_app(after, db_url, run_worker=False)
     async with second.router.lifespan_context(second), client_for(second) as c:
         c.cookies.set("gf_console", cookie)
@@ -316,7 +320,8 @@ async def test_drain_confirms_what_will_happen_then_moves_the_dead_letters(
     action = sql.execute("SELECT action, actor FROM operator_actions").fetchone()
     assert action is not None
     assert action[0] == "drain_dead_letters"
-    assert action[1].startswith("api-key:") and action[1].endswith("(operator)")
+    assert action[1].startswith("api-key:")
+    assert action[1].endswith("(operator)")
     assert violations(sql) == []
 
 
@@ -357,9 +362,11 @@ async def test_cancel_and_retry_now_run_the_same_service_as_the_api(
     errors = sql.execute(
         "SELECT DISTINCT last_error FROM order_tasks WHERE order_id = %s", (order_id,)
     ).fetchall()
-    assert len(errors) == 1 and errors[0][0].startswith("cancelled by operator api-key:")
+    assert len(errors) == 1
+    assert errors[0][0].startswith("cancelled by operator api-key:")
     history = (await client.get(f"/console/orders/{order_id}")).text
-    assert "retry_now" in history and "cancel" in history
+    assert "retry_now" in history
+    assert "cancel" in history
 
 
 async def test_unknown_orders_actions_and_nodes_are_404_pages(client: Any) -> None:
@@ -457,7 +464,8 @@ async def test_nodes_are_added_refused_disabled_and_enabled(
     node = sql.execute(
         "SELECT id, capacity_per_hour, enabled FROM nodes WHERE node_identifier = 'sim-eu-2'"
     ).fetchone()
-    assert node is not None and node[1:] == (120_000, True)
+    assert node is not None
+    assert node[1:] == (120_000, True)
     duplicate = await client.post(
         "/console/nodes",
         data={"csrf_token": csrf, "provider": "simulated", "node_identifier": "sim-eu-2"},
@@ -484,9 +492,7 @@ async def test_nodes_are_added_refused_disabled_and_enabled(
     assert f'data-node-id="{node[0]}" data-state="DISABLED"' in page
     enabled = await client.post(f"/console/nodes/{node[0]}/enable", data={"csrf_token": csrf})
     assert enabled.status_code == 303
-    assert sql.execute("SELECT enabled FROM nodes WHERE id = %s", (node[0],)).fetchone() == (
-        True,
-    )
+    assert sql.execute("SELECT enabled FROM nodes WHERE id = %s", (node[0],)).fetchone() == (True,)
 
 
 # ---------------------------------------------------------------- the numbers
@@ -573,10 +579,12 @@ async def test_orders_partial_shows_progress_filters_and_the_stuck_flag(
     assert 'data-delivered="400" data-dead="400" data-quantity="1200"' in row.group(0)
     assert 'width="333"' in row.group(0)  # delivered: a third of the bar
     stuck_row = re.search(rf'data-order-id="{stuck}"[^>]*class="([^"]*)"', html)
-    assert stuck_row is not None and stuck_row.group(1) == "row-stuck"
+    assert stuck_row is not None
+    assert stuck_row.group(1) == "row-stuck"
     assert html.count("stuck &gt; 2 h") == 1
     processing = (await client.get("/console/partials/orders?status=PROCESSING")).text
-    assert str(fresh) in processing and str(stuck) in processing
+    assert str(fresh) in processing
+    assert str(stuck) in processing
     assert str(done) not in processing
     assert (await client.get("/console/orders?status=NOPE")).status_code == 404
 

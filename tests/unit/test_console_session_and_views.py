@@ -42,7 +42,8 @@ def test_a_session_names_its_key_by_role_and_fingerprint_but_never_holds_it() ->
     assert again.csrf_token == session.csrf_token
     assert again.may_act
     read = k.open("read-secret-0123456789")
-    assert read is not None and not read[1].may_act
+    assert read is not None
+    assert not read[1].may_act
 
 
 @pytest.mark.parametrize("presented", ["", "nope", "op-secret-0123456789 ", "op-secret"])
@@ -56,7 +57,9 @@ def test_tampered_foreign_and_expired_tokens_are_refused(monkeypatch: pytest.Mon
     assert opened is not None
     token = opened[0]
     assert k.read(token[:-2] + ("AA" if not token.endswith("AA") else "BB")) is None
-    assert k.read("") is None and k.read(None) is None and k.read("x.y.z") is None
+    assert k.read("") is None
+    assert k.read(None) is None
+    assert k.read("x.y.z") is None
     # Other keys: another secret, so the signature fails.
     assert keeper("other-secret-0123456789:operator").read(token) is None
     # The same keys on a restarted replica: the same secret, the same session.
@@ -81,7 +84,8 @@ def test_a_read_key_cannot_forge_an_operator_session() -> None:
 
 def test_the_role_comes_from_the_configuration_not_the_cookie() -> None:
     opened = keeper("same-secret-0123456789:operator").open("same-secret-0123456789")
-    assert opened is not None and opened[1].may_act
+    assert opened is not None
+    assert opened[1].may_act
     # The same key, now configured as read: the session goes on, as read.
     demoted = keeper("same-secret-0123456789:read").read(opened[0])
     assert demoted is not None

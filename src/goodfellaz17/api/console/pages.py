@@ -107,7 +107,7 @@ async def overview_page(
 ) -> HTMLResponse:
     context = await overview_context(repo, settings)
     context["chaos_defaults"] = {
-        "ttl_minutes": round(settings.chaos_default_ttl_seconds / 60, 1),
+        "ttl_minutes": f"{settings.chaos_default_ttl_seconds / 60:g}",
         "allowed": settings.chaos_allowed,
     }
     return await page(request, cons, repo, "overview.html", context)
