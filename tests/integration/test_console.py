@@ -377,6 +377,7 @@ async def test_unknown_orders_actions_and_nodes_are_404_pages(client: Any) -> No
         f"/console/orders/{SAMPLE_UUID}/actions/drain-dead-letters",
         f"/console/orders/{SAMPLE_UUID}/actions/explode",
         "/console/nodes/999/disable",
+        "/console/nodes/x/disable",
     ):
         response = await client.get(path)
         assert response.status_code == 404, path

@@ -22,12 +22,21 @@ from goodfellaz17.api.console.deps import (
     ActingOperator,
     Console,
     ConsoleRefusal,
+    ConsoleState,
     SignedInForm,
     Viewer,
 )
-from goodfellaz17.api.console.pages import page, parse_order_id, refused, render
+from goodfellaz17.api.console.pages import (
+    fleet_context,
+    overview_context,
+    page,
+    parse_node_id,
+    parse_order_id,
+    refused,
+    render,
+)
 from goodfellaz17.api.console.session import Transport, transport_of
-from goodfellaz17.api.deps import AppSettings, Context, Repo
+from goodfellaz17.api.deps import AppSettings, Repo
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.errors import InvalidInput, ServiceError
 from goodfellaz17.services import chaos, nodes, operations, progress
@@ -59,7 +68,7 @@ def see_other(url: str) -> RedirectResponse:
 
 def _login_page(
     request: Request,
-    cons: Any,
+    cons: ConsoleState,
     next_url: str,
     *,
     error: str | None = None,
@@ -240,7 +249,7 @@ def describe(slug: str, prog: dict[str, Any]) -> dict[str, Any]:
 
 async def _confirm_page(
     request: Request,
-    cons: Any,
+    cons: ConsoleState,
     repo: Repository,
     order_id: uuid.UUID,
     action: OrderAction,
@@ -350,8 +359,6 @@ async def enable_chaos(
             ttl_seconds=ttl,
         )
     except ServiceError as exc:
-        from goodfellaz17.api.console.pages import overview_context
-
         context = await overview_context(repo, settings)
         context["chaos_defaults"] = {
             "ttl_minutes": ttl_minutes,
@@ -386,7 +393,7 @@ async def add_node(
     session: ActingOperator,
     cons: Console,
     repo: Repo,
-    ctx: Context,
+    settings: AppSettings,
     provider: Annotated[str, Form(max_length=40)] = "",
     node_identifier: Annotated[str, Form(max_length=400)] = "",
     endpoint: Annotated[str, Form(max_length=4000)] = "",
@@ -416,9 +423,7 @@ async def add_node(
             actor=session.principal.actor,
         )
     except ServiceError as exc:
-        from goodfellaz17.api.console.pages import fleet_context
-
-        context = await fleet_context(repo, ctx.settings)
+        context = await fleet_context(repo, settings)
         context.update(form=form, node_error=exc.message)
         response = await page(request, cons, repo, "workers.html", context)
         response.status_code = exc.status_code
@@ -435,25 +440,29 @@ async def _node(repo: Repository, node_id: int) -> dict[str, Any]:
 
 @router.get("/nodes/{node_id}/disable", name="console_node_confirm_disable")
 async def confirm_disable_node(
-    request: Request, node_id: int, _: Viewer, cons: Console, repo: Repo
+    request: Request, node_id: str, _: Viewer, cons: Console, repo: Repo
 ) -> HTMLResponse:
-    node = await _node(repo, node_id)
+    node = await _node(repo, parse_node_id(node_id))
     return await page(request, cons, repo, "confirm_node.html", {"node": node})
 
 
 @router.post("/nodes/{node_id}/disable", name="console_node_disable")
-async def disable_node(node_id: int, session: ActingOperator, repo: Repo) -> Response:
+async def disable_node(node_id: str, session: ActingOperator, repo: Repo) -> Response:
     try:
-        await nodes.set_node_enabled(repo, node_id, enabled=False, actor=session.principal.actor)
+        await nodes.set_node_enabled(
+            repo, parse_node_id(node_id), enabled=False, actor=session.principal.actor
+        )
     except ServiceError as exc:
         raise refused(exc) from None
     return see_other("/console/workers")
 
 
 @router.post("/nodes/{node_id}/enable", name="console_node_enable")
-async def enable_node(node_id: int, session: ActingOperator, repo: Repo) -> Response:
+async def enable_node(node_id: str, session: ActingOperator, repo: Repo) -> Response:
     try:
-        await nodes.set_node_enabled(repo, node_id, enabled=True, actor=session.principal.actor)
+        await nodes.set_node_enabled(
+            repo, parse_node_id(node_id), enabled=True, actor=session.principal.actor
+        )
     except ServiceError as exc:
         raise refused(exc) from None
     return see_other("/console/workers")

@@ -14,12 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from goodfellaz17.api.console import views
-from goodfellaz17.api.console.deps import Console, ConsoleRefusal, Viewer
+from goodfellaz17.api.console.deps import Console, ConsoleRefusal, ConsoleState, Viewer
 from goodfellaz17.api.deps import AppSettings, Repo
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.domain.states import OrderStatus
 from goodfellaz17.errors import ServiceError
 from goodfellaz17.services import chaos, console, nodes, workers
+from goodfellaz17.settings import Settings
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -28,7 +29,7 @@ STATUS_FILTERS = [s.value for s in OrderStatus]
 
 def render(
     request: Request,
-    cons: Any,
+    cons: ConsoleState,
     name: str,
     context: dict[str, Any],
     status_code: int = 200,
@@ -37,6 +38,12 @@ def render(
         request, name, context, status_code=status_code
     )
     return response
+
+
+def parse_node_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise ConsoleRefusal(404, "No such node", f"{raw!r} is not a node id.")
+    return int(raw)
 
 
 def parse_order_id(raw: str) -> uuid.UUID:
@@ -54,7 +61,7 @@ def refused(exc: ServiceError) -> ConsoleRefusal:
 # ---------------------------------------------------------------- page data
 
 
-async def overview_context(repo: Repository, settings: Any) -> dict[str, Any]:
+async def overview_context(repo: Repository, settings: Settings) -> dict[str, Any]:
     return {
         "fleet": await console.fleet_overview(repo, settings),
         "chart": views.chart(await console.delivered_per_minute(repo)),
@@ -83,7 +90,7 @@ async def order_context(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]
     return {"detail": detail}
 
 
-async def fleet_context(repo: Repository, settings: Any) -> dict[str, Any]:
+async def fleet_context(repo: Repository, settings: Settings) -> dict[str, Any]:
     return {
         "status": await workers.worker_status(repo, settings),
         "nodes": await nodes.list_nodes(repo),
@@ -91,7 +98,7 @@ async def fleet_context(repo: Repository, settings: Any) -> dict[str, Any]:
 
 
 async def page(
-    request: Request, cons: Any, repo: Repository, name: str, context: dict[str, Any]
+    request: Request, cons: ConsoleState, repo: Repository, name: str, context: dict[str, Any]
 ) -> HTMLResponse:
     """A full page: the layout shows the chaos banner on every page."""
     context = {"chaos": await chaos.chaos_status(repo), **context}
