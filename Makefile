@@ -33,7 +33,7 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint promtool-test runbook-tools ## lint, alert rules, then the whole test suite against a real PostgreSQL
+test: lint promtool-test runbook-tools chromium ## lint, alert rules, then the whole test suite against a real PostgreSQL
 	PROMTOOL_RULES_CHECKED=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: prometheus-tools
@@ -56,6 +56,17 @@ runbook-tools: ## install curl and jq (Debian) if missing: docs/RUNBOOK.md's com
 	  echo "installing curl and jq (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends curl jq >/dev/null; \
+	fi
+
+.PHONY: chromium
+chromium: ## install Debian's chromium for the console's browser tests if missing (never a downloaded browser)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "chromium missing: run 'sudo make chromium' once" >&2; exit 1; \
+	  fi; \
+	  echo "installing chromium (Debian package) for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
 	fi
 
 .PHONY: promtool-test

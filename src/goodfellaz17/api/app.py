@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from goodfellaz17 import __version__
 from goodfellaz17.api.access_log import AccessLogMiddleware
 from goodfellaz17.api.auth import KeyRing
+from goodfellaz17.api.console import install_console
 from goodfellaz17.api.deps import AppContext
 from goodfellaz17.api.errors import install_error_handlers
 from goodfellaz17.api.middleware import RequestGuardMiddleware
@@ -120,4 +121,5 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
     app.include_router(nodes.router)
     app.include_router(nodes.proxies_router)
     app.include_router(metrics_routes.router)
+    install_console(app, settings)  # /console: the operators' web pages
     return app

@@ -3,18 +3,25 @@
 Start-up of several replicas at once is safe: the whole run happens while
 holding a PostgreSQL advisory lock on a separate connection, so exactly one
 process applies pending migrations and the others then find nothing to do.
+The others wait for the lock by polling, not inside pg_advisory_lock(): a
+statement blocked there holds a snapshot, and CREATE INDEX CONCURRENTLY in
+the lock holder waits for every older snapshot in the database, so each
+would wait for the other forever (a deadlock PostgreSQL cannot see).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from importlib import resources
+from typing import Any
 
 import psycopg
 
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x6F6F_6466_6C7A  # "goodflz": an arbitrary, fixed bigint
+LOCK_POLL_SECONDS = 0.2
 
 
 def migrations_dir() -> str:
@@ -28,12 +35,21 @@ def _yoyo_url(url: str) -> str:
     raise ValueError("DATABASE_URL must be a postgresql:// URL")
 
 
+def _wait_for_lock(conn: psycopg.Connection[Any]) -> None:
+    """Take the migration lock, polling between tries (see the module docstring)."""
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_ID,)).fetchone()
+        if row is not None and row[0]:
+            return
+        time.sleep(LOCK_POLL_SECONDS)
+
+
 def apply_migrations(url: str) -> list[str]:
     """Apply every pending migration; return the ids applied (empty if none)."""
     from yoyo import get_backend, read_migrations
 
     with psycopg.connect(url, autocommit=True) as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        _wait_for_lock(lock_conn)
         try:
             backend = get_backend(_yoyo_url(url))
             try:

@@ -644,3 +644,97 @@ LEFT JOIN LATERAL (
      WHERE scope = 'GLOBAL' AND order_id IS NULL
      ORDER BY check_timestamp DESC
      LIMIT 1) i ON true;
+
+-- ---------------------------------------------------------------- console
+
+-- name: console_overview
+-- The ops console's overview, one snapshot in one statement. Open task
+-- states are counted through their partial indexes (pending = the due index
+-- minus the retry index, as in metrics_gauges); COMPLETED is the rest of all
+-- tasks (the sum of orders.task_count), so nothing walks the whole history.
+-- The delivery rate reads the last minutes of
+-- order_tasks_completed_executed_at_idx. The counts are a MATERIALIZED CTE:
+-- inlined, each column used twice would run its count twice.
+WITH t AS MATERIALIZED (
+    SELECT
+        (SELECT count(*) FROM order_tasks
+          WHERE status IN ('PENDING', 'FAILED_RETRYING'))                    AS waiting,
+        (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_RETRYING') AS retrying,
+        (SELECT count(*) FROM order_tasks WHERE status = 'EXECUTING')       AS executing,
+        (SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT') AS dead_letter,
+        (SELECT COALESCE(sum(quantity), 0) FROM order_tasks
+          WHERE status = 'FAILED_PERMANENT')                                 AS dead_letter_units
+)
+SELECT t.waiting - t.retrying                                             AS pending,
+       t.retrying,
+       t.executing,
+       t.dead_letter,
+       t.dead_letter_units,
+       o.tasks_total - t.waiting - t.executing - t.dead_letter            AS completed,
+       o.orders_total,
+       o.orders_open,
+       o.orders_processing_over_2h,
+       d.units_last_5m,
+       d.units_last_hour,
+       w.workers_alive,
+       w.workers_stale,
+       n.nodes_healthy,
+       n.nodes_total,
+       i.check_timestamp                                                  AS invariant_checked_at,
+       i.passed                                                           AS invariant_passed,
+       i.violations                                                       AS invariant_violations,
+       now()                                                              AS db_now
+FROM t
+CROSS JOIN (SELECT COALESCE(sum(task_count), 0)                              AS tasks_total,
+                   count(*)                                                  AS orders_total,
+                   count(*) FILTER (WHERE status <> 'COMPLETED')             AS orders_open,
+                   count(*) FILTER (WHERE status = 'PROCESSING'
+                                    AND created_at < now() - interval '2 hours')
+                                                                             AS orders_processing_over_2h
+              FROM orders) o
+CROSS JOIN (SELECT COALESCE(sum(quantity) FILTER (
+                       WHERE executed_at > now() - interval '5 minutes'), 0) AS units_last_5m,
+                   COALESCE(sum(quantity), 0)                                AS units_last_hour
+              FROM order_tasks
+             WHERE status = 'COMPLETED' AND executed_at > now() - interval '1 hour') d
+CROSS JOIN (SELECT count(*) FILTER (WHERE status <> 'STOPPED' AND last_heartbeat_at
+                       > now() - make_interval(secs => %(stale_after_seconds)s)) AS workers_alive,
+                   count(*) FILTER (WHERE status <> 'STOPPED' AND last_heartbeat_at
+                       <= now() - make_interval(secs => %(stale_after_seconds)s)) AS workers_stale
+              FROM workers) w
+CROSS JOIN (SELECT count(*) FILTER (WHERE enabled AND (circuit_state <> 'OPEN'
+                                    OR circuit_opened_until <= now()))       AS nodes_healthy,
+                   count(*)                                                  AS nodes_total
+              FROM nodes) n
+LEFT JOIN LATERAL (
+    SELECT check_timestamp, passed,
+           CASE WHEN passed THEN 0 ELSE jsonb_array_length(checks) END AS violations
+      FROM invariant_check_log
+     WHERE scope = 'GLOBAL' AND order_id IS NULL
+     ORDER BY check_timestamp DESC
+     LIMIT 1) i ON true;
+
+-- name: task_delivered_per_minute
+-- Units delivered (tasks COMPLETED, by executed_at) in each of the last
+-- `minutes` minutes, oldest first, the current minute included; a minute
+-- without deliveries is 0. A range scan of
+-- order_tasks_completed_executed_at_idx.
+SELECT m.minute, COALESCE(d.units, 0)::bigint AS units
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS m (minute)
+LEFT JOIN (
+    SELECT date_trunc('minute', executed_at) AS minute, sum(quantity) AS units
+    FROM order_tasks
+    WHERE status = 'COMPLETED'
+      AND executed_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+    GROUP BY 1
+) d ON d.minute = m.minute
+ORDER BY m.minute;
+
+-- name: operator_action_list_for_order
+-- The latest operator actions on one order (operator_actions_order_idx).
+SELECT id, action, actor, details, created_at
+FROM operator_actions
+WHERE order_id = %(order_id)s
+ORDER BY created_at DESC
+LIMIT %(limit)s;

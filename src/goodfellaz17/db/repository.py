@@ -493,3 +493,18 @@ class Repository:
             )
         assert row is not None
         return row
+
+    # ------------------------------------------------------------ console
+
+    async def console_overview(self, *, stale_after_seconds: float) -> Row:
+        row = await self._fetchone("console_overview", {"stale_after_seconds": stale_after_seconds})
+        assert row is not None, "an aggregate always returns a row"
+        return row
+
+    async def delivered_per_minute(self, *, minutes: int) -> list[DictRow]:
+        return await self._fetchall("task_delivered_per_minute", {"minutes": minutes})
+
+    async def list_order_actions(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
+        return await self._fetchall(
+            "operator_action_list_for_order", {"order_id": order_id, "limit": limit}
+        )

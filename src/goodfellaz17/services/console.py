@@ -1,0 +1,162 @@
+"""What the ops console shows: read-only views over the fleet and its orders.
+
+The console's pages and the partials they refresh every few seconds are all
+built from these functions, so each must stay cheap: a handful of statements
+that walk partial indexes, never the whole history of tasks. They only read:
+every change goes through the same services as the admin API (operations,
+chaos, nodes), and the invariant view here reads `v_order_invariants`
+without writing to `invariant_check_log` (a page refresh is not a check an
+operator ran).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from goodfellaz17.db.repository import Repository
+from goodfellaz17.domain.invariants import CHECKS
+from goodfellaz17.domain.states import OrderStatus, TaskStatus
+from goodfellaz17.errors import NotFound
+from goodfellaz17.services import capacity, orders, progress
+from goodfellaz17.settings import Settings
+
+STUCK_AFTER_SECONDS = 2 * 3600.0  # the runbook's "orders stuck over 2 hours"
+CHART_MINUTES = 60
+ORDER_PAGE_SIZE = 50
+DEAD_LETTERS_SHOWN = 100
+ACTIONS_SHOWN = 20
+# The contract's paging thresholds, so the console colours what pages someone.
+DEAD_LETTER_PAGE = 50
+DEAD_LETTER_P1 = 500
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+async def fleet_overview(repo: Repository, settings: Settings) -> dict[str, Any]:
+    """The overview's figures: delivery rate, tasks by state, dead letters,
+    workers, nodes, capacity and the latest global invariant check."""
+    row = await repo.console_overview(stale_after_seconds=settings.worker_stale_after_seconds)
+    cap = await capacity.capacity(repo, settings)
+    tasks = {
+        TaskStatus.PENDING.value: _int(row["pending"]),
+        TaskStatus.EXECUTING.value: _int(row["executing"]),
+        TaskStatus.FAILED_RETRYING.value: _int(row["retrying"]),
+        TaskStatus.FAILED_PERMANENT.value: _int(row["dead_letter"]),
+        TaskStatus.COMPLETED.value: max(_int(row["completed"]), 0),
+    }
+    dead = tasks[TaskStatus.FAILED_PERMANENT.value]
+    checked_at = row["invariant_checked_at"]
+    return {
+        "units_per_minute": round(_int(row["units_last_5m"]) / 5),
+        "units_last_5m": _int(row["units_last_5m"]),
+        "units_last_hour": _int(row["units_last_hour"]),
+        "tasks": tasks,
+        "dead_letter_tasks": dead,
+        "dead_letter_units": _int(row["dead_letter_units"]),
+        "dead_letter_level": (
+            "p1" if dead > DEAD_LETTER_P1 else "page" if dead > DEAD_LETTER_PAGE else "ok"
+        ),
+        "orders_total": _int(row["orders_total"]),
+        "orders_open": _int(row["orders_open"]),
+        "orders_stuck": _int(row["orders_processing_over_2h"]),
+        "workers_alive": _int(row["workers_alive"]),
+        "workers_stale": _int(row["workers_stale"]),
+        "nodes_healthy": _int(row["nodes_healthy"]),
+        "nodes_total": _int(row["nodes_total"]),
+        "capacity": cap,
+        "invariants": {
+            "checked": checked_at is not None,
+            "passed": bool(row["invariant_passed"]) if checked_at is not None else None,
+            "violations": _int(row["invariant_violations"]),
+            "checked_at": checked_at,
+            "age_seconds": (
+                (row["db_now"] - checked_at).total_seconds() if checked_at is not None else None
+            ),
+        },
+    }
+
+
+async def delivered_per_minute(
+    repo: Repository, minutes: int = CHART_MINUTES
+) -> list[dict[str, Any]]:
+    """Units delivered in each of the last `minutes` minutes, oldest first."""
+    rows = await repo.delivered_per_minute(minutes=minutes)
+    return [{"minute": r["minute"], "units": int(r["units"])} for r in rows]
+
+
+def order_summary(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """An order row with what the list shows: shares for the progress bar,
+    age, and the runbook's stuck flag (PROCESSING for over 2 hours)."""
+    quantity = int(row["quantity"])
+    delivered = int(row["delivered"])
+    dead = int(row["failed_permanent_plays"])
+    age = (now - row["created_at"]).total_seconds()
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "target": row["target"],
+        "backend": row["backend"],
+        "quantity": quantity,
+        "delivered": delivered,
+        "dead_lettered": dead,
+        "remaining": max(quantity - delivered - dead, 0),
+        "task_count": row["task_count"],
+        "created_at": row["created_at"],
+        "age_seconds": age,
+        "stuck": row["status"] == OrderStatus.PROCESSING and age > STUCK_AFTER_SECONDS,
+    }
+
+
+async def order_page(
+    repo: Repository, *, status: str | None, cursor: str | None, limit: int = ORDER_PAGE_SIZE
+) -> dict[str, Any]:
+    rows, next_cursor = await orders.list_orders(repo, status=status, limit=limit, cursor=cursor)
+    now = datetime.now(UTC)
+    return {
+        "orders": [order_summary(dict(r), now) for r in rows],
+        "next_cursor": next_cursor,
+        "status": status,
+    }
+
+
+async def order_invariants(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
+    """The order's invariant checks as they stand (read from the view, not logged)."""
+    async with repo.connection() as conn:
+        rows = await repo.order_invariant_rows(conn, order_id)
+    if not rows:
+        raise NotFound(f"order {order_id} not found", field="orderId")
+    checks = [
+        {
+            "name": r["check_name"],
+            "description": CHECKS.get(r["check_name"], ""),
+            "expected": r["expected"],
+            "actual": r["actual"],
+            "passed": bool(r["passed"]),
+        }
+        for r in rows
+    ]
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+async def order_detail(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
+    """Everything the order page shows: the order, its progress and task
+    distribution, its dead letters, its invariants and recent operator actions."""
+    order = await orders.get_order(repo, order_id)
+    prog = await progress.order_progress(repo, order_id)
+    dead = await progress.failed_tasks(repo, order_id, limit=DEAD_LETTERS_SHOWN)
+    inv = await order_invariants(repo, order_id)
+    actions = await repo.list_order_actions(order_id, limit=ACTIONS_SHOWN)
+    summary = order_summary(dict(order), datetime.now(UTC))
+    return {
+        "order": summary,
+        "progress": prog,
+        "dead_letters": dead,
+        "invariants": inv,
+        "actions": [dict(a) for a in actions],
+        "started_at": order["started_at"],
+        "completed_at": order["completed_at"],
+    }

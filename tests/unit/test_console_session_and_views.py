@@ -1,0 +1,169 @@
+"""Console sessions (signed, bound to a configured key, expiring) and the
+pure presentation helpers behind the console's pages."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from goodfellaz17.api.auth import KeyRing
+from goodfellaz17.api.console import views
+from goodfellaz17.api.console.session import (
+    SESSION_MAX_AGE_SECONDS,
+    SessionKeeper,
+    csrf_matches,
+)
+from goodfellaz17.settings import Role, parse_api_keys
+
+KEYS = "op-secret-0123456789:operator,read-secret-0123456789:read"
+
+
+def keeper(raw: str = KEYS) -> SessionKeeper:
+    keys = parse_api_keys(raw)
+    return SessionKeeper(keys, KeyRing(keys))
+
+
+def test_a_session_names_its_key_by_role_and_fingerprint_but_never_holds_it() -> None:
+    k = keeper()
+    opened = k.open("op-secret-0123456789")
+    assert opened is not None
+    token, session = opened
+    assert session.principal.role is Role.OPERATOR
+    digest = hashlib.sha256(b"op-secret-0123456789").hexdigest()
+    assert session.principal.key_id == digest[:8]  # the API's actor fingerprint
+    for leak in ("op-secret-0123456789", digest, digest[:16]):
+        assert leak not in token
+    again = k.read(token)
+    assert again is not None
+    assert again.principal == session.principal
+    assert again.csrf_token == session.csrf_token
+    assert again.may_act
+    read = k.open("read-secret-0123456789")
+    assert read is not None
+    assert not read[1].may_act
+
+
+@pytest.mark.parametrize("presented", ["", "nope", "op-secret-0123456789 ", "op-secret"])
+def test_only_configured_keys_open_sessions(presented: str) -> None:
+    assert keeper().open(presented) is None
+
+
+def test_tampered_foreign_and_expired_tokens_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    k = keeper()
+    opened = k.open("read-secret-0123456789")
+    assert opened is not None
+    token = opened[0]
+    assert k.read(token[:-2] + ("AA" if not token.endswith("AA") else "BB")) is None
+    assert k.read("") is None
+    assert k.read(None) is None
+    assert k.read("x.y.z") is None
+    # Other keys: another secret, so the signature fails.
+    assert keeper("other-secret-0123456789:operator").read(token) is None
+    # The same keys on a restarted replica: the same secret, the same session.
+    assert keeper().read(token) is not None
+    import itsdangerous.timed
+
+    real = itsdangerous.timed.time.time
+    monkeypatch.setattr(
+        itsdangerous.timed.time, "time", lambda: real() + SESSION_MAX_AGE_SECONDS + 5
+    )
+    assert k.read(token) is None
+
+
+def test_a_read_key_cannot_forge_an_operator_session() -> None:
+    # Holding the read key gives neither the session secret nor the operator
+    # key's binding: a keeper built from the read key alone signs differently.
+    forger = keeper("read-secret-0123456789:read,op-secret-guess:operator")
+    forged = forger.open("op-secret-guess")
+    assert forged is not None
+    assert keeper().read(forged[0]) is None
+
+
+def test_the_role_comes_from_the_configuration_not_the_cookie() -> None:
+    opened = keeper("same-secret-0123456789:operator").open("same-secret-0123456789")
+    assert opened is not None
+    assert opened[1].may_act
+    # The same key, now configured as read: the session goes on, as read.
+    demoted = keeper("same-secret-0123456789:read").read(opened[0])
+    assert demoted is not None
+    assert demoted.principal.role is Role.READ
+    assert not demoted.may_act
+
+
+def test_csrf_tokens_compare_exactly() -> None:
+    opened = keeper().open("op-secret-0123456789")
+    assert opened is not None
+    session = opened[1]
+    assert csrf_matches(session, session.csrf_token)
+    for wrong in (None, "", session.csrf_token[:-1], session.csrf_token + "x", "é"):
+        assert not csrf_matches(session, wrong)
+
+
+# ---------------------------------------------------------------- views
+
+
+@pytest.mark.parametrize(
+    ("delivered", "dead", "quantity", "expected"),
+    [
+        (0, 0, 15_000, {"done": 0, "dead": 0, "rest": 1000}),
+        (7_500, 0, 15_000, {"done": 500, "dead": 0, "rest": 500}),
+        (1, 1, 15_000, {"done": 1, "dead": 1, "rest": 998}),  # tiny shares stay visible
+        (400, 400, 1200, {"done": 333, "dead": 333, "rest": 334}),
+        (14_600, 400, 15_000, {"done": 973, "dead": 27, "rest": 0}),
+        (10, 0, 0, {"done": 0, "dead": 0, "rest": 1000}),
+    ],
+)
+def test_bar_segments_always_fill_the_bar(
+    delivered: int, dead: int, quantity: int, expected: dict[str, int]
+) -> None:
+    segments = views.bar_segments(delivered, dead, quantity)
+    assert segments == expected
+    assert sum(segments.values()) == views.BAR_WIDTH
+
+
+@pytest.mark.parametrize(
+    ("value", "ceiling"),
+    [(0, 1), (1, 1), (2, 2), (3, 5), (10, 10), (11, 20), (101, 200), (4000, 5000), (999, 1000)],
+)
+def test_chart_scale_rounds_up_to_1_2_or_5(value: int, ceiling: int) -> None:
+    assert views.nice_ceiling(value) == ceiling
+
+
+def test_chart_scales_bars_to_the_rounded_peak() -> None:
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    points: list[dict[str, Any]] = [
+        {"minute": start + timedelta(minutes=i), "units": 0} for i in range(60)
+    ]
+    points[10]["units"] = 800
+    points[59]["units"] = 400
+    chart = views.chart(points)
+    assert chart["top"] == 1000
+    assert chart["total"] == 1200
+    assert len(chart["bars"]) == 60
+    assert chart["bars"][10]["height"] == 80.0
+    assert chart["bars"][10]["y"] == 20.0
+    assert chart["bars"][59]["height"] == 40.0
+    assert chart["bars"][0]["height"] == 0.0
+    assert chart["bars"][59]["x"] + chart["bars"][59]["width"] < views.BAR_WIDTH
+    assert views.chart([])["bars"] == []
+
+
+def test_ages_and_durations_read_like_an_operator_would_say_them() -> None:
+    assert views.duration(None) == views.NONE
+    assert views.duration(0.4) == "<1 s"
+    assert views.duration(45) == "45 s"
+    assert views.duration(200) == "3 min 20 s"
+    assert views.duration(2 * 3600 + 300) == "2 h 05 min"
+    assert views.duration(3 * 86400 + 4 * 3600) == "3 d 4 h"
+    assert views.age(59) == "<1 min"
+    assert views.age(200) == "3 min"
+    assert views.age(2 * 3600 + 59) == "2 h 00 min"
+    assert views.in_minutes(30) == "in under a minute"
+    assert views.in_minutes(61) == "in 2 min"
+    assert views.percent(1, 15_000) == "<1%"
+    assert views.percent(14_999, 15_000) == ">99%"
+    assert views.percent(7_500, 15_000) == "50%"
+    assert views.number(15_000) == "15,000"
