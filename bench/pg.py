@@ -62,6 +62,7 @@ class BenchServer:
         self.root = Path(tempfile.mkdtemp(prefix="gf-bench-")) if root is None else root
         self.pgdata = self.root / "pgdata"
         self.keep = keep
+        self._attached = False
         self._server: Any = None
 
     def start(self) -> None:
@@ -73,7 +74,19 @@ class BenchServer:
             self.root.mkdir(parents=True, exist_ok=True)
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
 
+    @classmethod
+    def attach(cls, handle: Any) -> BenchServer:
+        """Use a pgserver server started elsewhere (the test suite's); its
+        owner stops it."""
+        server = cls(Path(handle.pgdata).parent, keep=True)
+        server._own_root = False
+        server._server = handle
+        server._attached = True
+        return server
+
     def stop(self) -> None:
+        if self._attached:
+            return
         if self._server is not None:
             self._server.cleanup()
             self._server = None
@@ -87,8 +100,11 @@ class BenchServer:
 
     @property
     def socket_dir(self) -> str:
-        """pgserver listens on a Unix socket in its data folder only."""
-        return str(self.pgdata)
+        """pgserver listens on a Unix socket only; its folder is the URI's host."""
+        from urllib.parse import parse_qs, urlsplit
+
+        hosts = parse_qs(urlsplit(self.base_url).query).get("host", [])
+        return hosts[0] if hosts else str(self.pgdata)
 
     @property
     def bin_dir(self) -> Path:
@@ -102,7 +118,8 @@ class BenchServer:
         return f"{root}/{dbname}?{query}" if query else f"{root}/{dbname}"
 
     def postmaster_pid(self) -> int:
-        return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        pgdata = Path(self._server.pgdata) if self._server is not None else self.pgdata
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
 
     def recreate_database(self, name: str) -> str:
         with psycopg.connect(self.base_url, autocommit=True) as conn:
