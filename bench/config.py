@@ -48,7 +48,8 @@ class BenchConfig:
     quantity: int = 15_000
     task_size: int = 400
 
-    pgbench_tasks: int = 6_000
+    pgbench_tasks: int = 0  # 0: the engine's small run size (queue size changes the figure)
+    pgbench_large: bool = True  # also the engine's large size, product SQL, best client count
     pgbench_clients: tuple[int, ...] = (1, 2, 4)
     pgbench_variants: tuple[str, ...] = ("product", "minimal")
 
@@ -68,8 +69,8 @@ class BenchConfig:
     api_clients: int = 10
 
     open_txn_hold_seconds: float = 60.0
-    open_txn_run_tasks: int = 10_000
-    open_txn_min_runs: int = 3
+    open_txn_run_tasks: int = 10_000  # the queue is topped up by this many at a time
+    open_txn_windows: int = 6
 
     scale_tasks: int = 1_000_000
     scale_repeats: int = 3
@@ -97,13 +98,17 @@ class BenchConfig:
         return self.engine_orders * task_count(self.quantity, self.task_size)
 
     @property
+    def pgbench_task_count(self) -> int:
+        return self.pgbench_tasks or self.small_tasks
+
+    @property
     def peer_job_count(self) -> int:
         return self.peer_jobs or self.small_tasks
 
 
 QUICK = {
     "rounds": 3,
-    "pgbench_tasks": 400,
+    "pgbench_tasks": 0,
     "pgbench_clients": (1, 2),
     "peer_jobs": 100,
     "engine_orders": 4,
@@ -112,9 +117,9 @@ QUICK = {
     "api_sequential": 10,
     "api_concurrent": 20,
     "api_clients": 4,
-    "open_txn_hold_seconds": 3.0,
-    "open_txn_run_tasks": 300,
-    "open_txn_min_runs": 3,
+    "open_txn_hold_seconds": 6.0,
+    "open_txn_run_tasks": 400,
+    "open_txn_windows": 3,
     "scale_tasks": 4_000,
     "scale_repeats": 3,
     "profile_tasks": 400,
@@ -132,7 +137,18 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--batch", type=int, default=d.batch, help="claim batch size, pgbench and engine alike")
     add("--quantity", type=int, default=d.quantity, help="units per order")
     add("--task-size", type=int, default=d.task_size, help="units per task")
-    add("--pgbench-tasks", type=int, default=d.pgbench_tasks, help="tasks per pgbench run")
+    add(
+        "--pgbench-tasks",
+        type=int,
+        default=d.pgbench_tasks,
+        help="tasks per pgbench run (0: as many as the engine's small run)",
+    )
+    add(
+        "--no-pgbench-large",
+        dest="pgbench_large",
+        action="store_false",
+        help="skip the pgbench run at the engine's large queue size",
+    )
     add("--pgbench-clients", type=_csv_ints, default=d.pgbench_clients)
     add(
         "--pgbench-variants",
@@ -160,6 +176,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--api-clients", type=int, default=d.api_clients)
     add("--open-txn-hold-seconds", type=float, default=d.open_txn_hold_seconds)
     add("--open-txn-run-tasks", type=int, default=d.open_txn_run_tasks)
+    add("--open-txn-windows", type=int, default=d.open_txn_windows)
     add("--scale-tasks", type=int, default=d.scale_tasks)
     add("--scale-repeats", type=int, default=d.scale_repeats)
     add("--profile-tasks", type=int, default=d.profile_tasks)

@@ -40,6 +40,7 @@ from bench.pg import (
     reset_product,
 )
 from bench.procs import VENV_BIN, Child, engine_env, start_workers, stop, wait_workers_ready
+from goodfellaz17.domain.plan import plan_task_sizes
 
 POLL_SECONDS = 0.01
 
@@ -217,63 +218,72 @@ def run_open_txn_condition(
     server: BenchServer,
     admin: psycopg.Connection[Any],
     url: str,
-    cpu: PostgresCpu,
     *,
     held: bool,
-    runs: int | None,
 ) -> dict[str, Any]:
-    """Back-to-back runs of `open_txn_run_tasks` tasks on one worker, the
-    queue never emptied of its history (completed rows stay, as in
-    production). With `held`, another session holds a REPEATABLE READ
-    snapshot open (idle in transaction after a SELECT) during all of them,
-    and at least `open_txn_hold_seconds`: no row version since can be
-    removed. Without `runs`, runs continue until the hold time has passed."""
+    """One worker for `open_txn_hold_seconds` on a queue kept topped up
+    (chunks of `open_txn_run_tasks` tasks, never below one chunk waiting),
+    its history never removed (completed rows stay, as in production).
+    Throughput is sampled in `open_txn_windows` equal windows.
+
+    With `held`, another session holds a REPEATABLE READ snapshot open the
+    whole time (a SELECT, then idle in transaction): no row version that
+    dies meanwhile can be removed, by vacuum or by index scans."""
     reset_product(admin)
     env = engine_env(url, server.root / "worker-data", cfg.batch, cfg.engine_env)
-    log_dir = cfg.out_dir / "logs"
     tag = "optx-held" if held else "optx-clean"
-    orders = engine_orders_for(cfg, cfg.open_txn_run_tasks)
-    workers = start_workers(1, env, log_dir, tag)
+    chunk = engine_orders_for(cfg, cfg.open_txn_run_tasks)
+    sizes = plan_task_sizes(cfg.quantity, cfg.task_size)
+    tasks_per_unit = len(sizes) / cfg.quantity
+    workers = start_workers(1, env, cfg.out_dir / "logs", tag)
     holder: psycopg.Connection[Any] | None = None
-    results: list[dict[str, Any]] = []
-    queued_units = 0  # orders stay: the target is cumulative
+    windows: list[dict[str, Any]] = []
     try:
         wait_workers_ready(admin, workers)
+        queued = 0
+        for i in range(2):
+            queued += insert_orders(admin, chunk, cfg, prefix=f"{tag}-{i}-")[0].units
+        chunks = 2
         if held:
             holder = psycopg.connect(url)
             holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             holder.execute("SELECT count(*) FROM orders").fetchone()  # snapshot taken, then idle
-        started = time.monotonic()
-        hold = cfg.open_txn_hold_seconds
-        deadline = started + max(4 * hold, hold + cfg.run_timeout)
-        while True:
-            done = len(results)
-            if runs is not None and done >= runs:
-                break
-            if (
-                runs is None
-                and done >= cfg.open_txn_min_runs
-                and time.monotonic() - started >= hold
-            ):
-                break
-            if time.monotonic() > deadline:
-                break
-            load, t0 = insert_orders(admin, orders, cfg, prefix=f"{tag}-{done}-")
-            queued_units += load.units
-            t1 = wait_delivered(admin, queued_units, cfg.run_timeout, workers)
-            seconds = (t1 - t0).total_seconds()
-            results.append(
-                {"tasks": load.tasks, "seconds": seconds, "tasks_per_s": load.tasks / seconds}
-            )
-        if held:
-            remaining = hold - (time.monotonic() - started)
-            if remaining > 0:
-                time.sleep(remaining)
-        elapsed = time.monotonic() - started
+        window_s = cfg.open_txn_hold_seconds / cfg.open_txn_windows
+        mark = _delivered(admin)
+        deadline = time.monotonic() + cfg.open_txn_hold_seconds
+        next_mark = time.monotonic() + window_s
+        while len(windows) < cfg.open_txn_windows:
+            workers[0].check_alive()
+            delivered, at = _delivered(admin)
+            if queued - delivered < chunk * cfg.quantity:
+                queued += insert_orders(admin, chunk, cfg, prefix=f"{tag}-{chunks}-")[0].units
+                chunks += 1
+            if time.monotonic() >= next_mark:
+                units = delivered - mark[0]
+                seconds = (at - mark[1]).total_seconds()
+                windows.append(
+                    {
+                        "seconds": seconds,
+                        "units": units,
+                        "tasks_per_s": units * tasks_per_unit / seconds,
+                    }
+                )
+                mark = (delivered, at)
+                next_mark += window_s
+            time.sleep(0.2)
         dead = dead_tuples(admin)
+        hold_seconds = cfg.open_txn_hold_seconds - (deadline - time.monotonic())
     finally:
         if holder is not None:
             holder.rollback()
             holder.close()
         stop(workers)
-    return {"held": held, "runs": results, "elapsed_s": elapsed, "dead_tuples": dead}
+    return {"held": held, "windows": windows, "hold_seconds": hold_seconds, "dead_tuples": dead}
+
+
+def _delivered(admin: psycopg.Connection[Any]) -> tuple[int, Any]:
+    row = admin.execute(
+        "SELECT COALESCE(sum(delivered), 0), clock_timestamp() FROM orders"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]

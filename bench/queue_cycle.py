@@ -130,8 +130,13 @@ def run_once(
     variant: str,
     clients: int,
     cpu: PostgresCpu,
+    *,
+    tasks: int | None = None,
+    queue: str = "small",
 ) -> dict[str, Any]:
-    cycles = max(1, cfg.pgbench_tasks // (cfg.batch * clients))
+    """One pgbench run on a queue of about `tasks` tasks (default: the
+    configured size); `queue` labels the size in the results."""
+    cycles = max(1, (tasks or cfg.pgbench_task_count) // (cfg.batch * clients))
     needed = cycles * clients * cfg.batch
     reset_product(admin)
     load: Load = load_queued_orders(
@@ -180,6 +185,7 @@ def run_once(
     pg_cpu = PostgresCpu.seconds_between(before, after, exclude=[me])
     return {
         "variant": variant,
+        "queue": queue,
         "clients": clients,
         "batch": cfg.batch,
         "cycles": clients * cycles,

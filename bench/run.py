@@ -109,8 +109,28 @@ def _throughput_round(
         for variant in cfg.pgbench_variants:
             for clients in cfg.pgbench_clients:
                 run = queue_cycle.run_once(cfg, server, admin, PRODUCT_DB, variant, clients, cpu)
-                say(f"  pgbench {variant} c={clients}: {run['tasks_per_s']:,.0f} tasks/s")
+                say(
+                    f"  pgbench {variant} c={clients} {run['tasks']:,} tasks: "
+                    f"{run['tasks_per_s']:,.0f} tasks/s"
+                )
                 rd["pgbench"].append(run)
+        product = [r for r in rd["pgbench"] if r["variant"] == "product"]
+        if cfg.pgbench_large and cfg.engine_large_tasks and product:
+            best = max(product, key=lambda r: r["tasks_per_s"])["clients"]
+            run = queue_cycle.run_once(
+                cfg,
+                server,
+                admin,
+                PRODUCT_DB,
+                "product",
+                best,
+                cpu,
+                tasks=cfg.engine_large_tasks,
+                queue="large",
+            )
+            rate = run["tasks_per_s"]
+            say(f"  pgbench product c={best} {run['tasks']:,} tasks: {rate:,.0f} tasks/s")
+            rd["pgbench"].append(run)
     if cfg.runs("peer") and peer_admin is not None and peer_url is not None:
         run = peer.run_peer(cfg, server, peer_admin, peer_url, cpu, f"r{r}")
         say(f"  Procrastinate: {run['jobs_per_s']:,.0f} jobs/s")
@@ -141,18 +161,12 @@ def _throughput_round(
 
 
 def _open_txn(
-    cfg: BenchConfig,
-    server: BenchServer,
-    admin: psycopg.Connection[Any],
-    url: str,
-    cpu: PostgresCpu,
+    cfg: BenchConfig, server: BenchServer, admin: psycopg.Connection[Any], url: str
 ) -> dict[str, Any]:
-    clean = engine.run_open_txn_condition(cfg, server, admin, url, cpu, held=False, runs=None)
-    say(f"  clean: {[round(r['tasks_per_s']) for r in clean['runs']]} tasks/s")
-    held = engine.run_open_txn_condition(
-        cfg, server, admin, url, cpu, held=True, runs=len(clean["runs"])
-    )
-    say(f"  held:  {[round(r['tasks_per_s']) for r in held['runs']]} tasks/s")
+    clean = engine.run_open_txn_condition(cfg, server, admin, url, held=False)
+    say(f"  clean: {[round(w['tasks_per_s']) for w in clean['windows']]} tasks/s")
+    held = engine.run_open_txn_condition(cfg, server, admin, url, held=True)
+    say(f"  held:  {[round(w['tasks_per_s']) for w in held['windows']]} tasks/s")
     return {"clean": clean, "held": held}
 
 
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     results,
                     "open transaction",
                     load,
-                    lambda: _open_txn(cfg, server, admin, url, cpu),
+                    lambda: _open_txn(cfg, server, admin, url),
                 )
             if cfg.runs("profile"):
                 results["profile"] = _section(
