@@ -27,7 +27,7 @@ import httpx
 import psycopg
 
 from bench.config import BenchConfig
-from bench.pg import BenchServer, reset_product
+from bench.pg import BenchServer, PostgresCpu, backend_pid, process_cpu_seconds, reset_product
 from bench.procs import (
     VENV_BIN,
     Child,
@@ -143,15 +143,31 @@ async def _api_round(base_url: str, cfg: BenchConfig, round_no: int) -> dict[str
 
 
 def run_api(
-    cfg: BenchConfig, server: BenchServer, admin: psycopg.Connection[Any], url: str
+    cfg: BenchConfig,
+    server: BenchServer,
+    admin: psycopg.Connection[Any],
+    url: str,
+    cpu: PostgresCpu,
 ) -> list[dict[str, Any]]:
     api = Api(server, url, cfg.out_dir / "logs", "api-orders")
     results = []
     try:
         api.wait_ready()
+        me = backend_pid(admin)
         for r in range(cfg.rounds):
             reset_product(admin)
-            results.append(asyncio.run(_api_round(api.base_url, cfg, r)))
+            server_cpu = process_cpu_seconds([api.child.pid])
+            pg0 = cpu.snapshot()
+            result = asyncio.run(_api_round(api.base_url, cfg, r))
+            pg1 = cpu.snapshot()
+            orders = 10 + cfg.api_sequential + cfg.api_concurrent
+            result["server_cpu_ms_per_order"] = (
+                (process_cpu_seconds([api.child.pid]) - server_cpu) / orders * 1000
+            )
+            result["pg_cpu_ms_per_order"] = (
+                PostgresCpu.seconds_between(pg0, pg1, exclude=[me]) / orders * 1000
+            )
+            results.append(result)
     finally:
         api.stop()
     return results

@@ -75,7 +75,7 @@ class BenchConfig:
     scale_tasks: int = 1_000_000
     scale_repeats: int = 3
 
-    profile_tasks: int = 10_000
+    profile_tasks: int = 6_000
     profile_rate: int = 100
 
     only: tuple[str, ...] = SECTIONS

@@ -93,22 +93,34 @@ def wait_delivered(
 
 def verify_run(admin: psycopg.Connection[Any], load: Load) -> dict[str, Any]:
     """Everything delivered exactly once, every invariant holding."""
+    # Each claim and each completion is one statement in its own transaction,
+    # so its now() is shared by exactly the tasks it moved: counting distinct
+    # timestamps counts the statements (and so the average batch really sent).
     row = admin.execute(
         """
         SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
-               count(*), COALESCE(sum(attempts), 0)
+               count(*), COALESCE(sum(attempts), 0),
+               count(DISTINCT (lease_owner, started_at)),
+               count(DISTINCT (lease_owner, executed_at))
         FROM order_tasks
         """
     ).fetchone()
     assert row is not None
-    completed, total, attempts = (int(v) for v in row)
+    completed, total, attempts, claims, completions = (int(v) for v in row)
     bad = admin.execute("SELECT count(*) FROM v_order_invariants WHERE NOT passed").fetchone()
     assert bad is not None
     if completed != load.tasks or int(bad[0]):
         raise RunFailed(
             f"{completed} of {load.tasks} tasks completed, {bad[0]} invariant violations"
         )
-    return {"tasks_total": total, "attempts": attempts}
+    return {
+        "tasks_total": total,
+        "attempts": attempts,
+        "claim_statements": claims,
+        "complete_statements": completions,
+        "avg_claim_batch": total / max(claims, 1),
+        "avg_complete_batch": total / max(completions, 1),
+    }
 
 
 @contextlib.contextmanager

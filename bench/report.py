@@ -162,11 +162,13 @@ def _throughput_rows(rows: Rows, results: dict[str, Any]) -> None:
             runs = _pick(eng_runs, tasks=tasks, processes=procs)
             if not runs:
                 continue
+            claim = statistics.median(r.get("avg_claim_batch", 0.0) for r in runs)
+            complete = statistics.median(r.get("avg_complete_batch", 0.0) for r in runs)
             rows.add(
                 f"engine {tasks:,} tasks, {procs} worker{'s' if procs > 1 else ''}",
                 [r["tasks_per_s"] for r in runs],
                 "tasks/s",
-                f"batch {batch}",
+                f"batch {batch}; tasks per claim {claim:.1f}, per completion {complete:.1f}",
             )
             rows.add("  units delivered", [r["units_per_s"] for r in runs], "units/s")
             rows.add(
@@ -262,11 +264,16 @@ def _latency_rows(rows: Rows, results: dict[str, Any]) -> None:
             fmt=".1f",
         )
         p99 = statistics.median(r["concurrent_latency_p99_ms"] for r in api)
+        cpu = ""
+        if "server_cpu_ms_per_order" in api[0]:
+            server = statistics.median(r["server_cpu_ms_per_order"] for r in api)
+            pg = statistics.median(r["pg_cpu_ms_per_order"] for r in api)
+            cpu = f"; CPU ms/order: API {server:.1f}, PG {pg:.1f}"
         rows.add(
             f"POST /api/orders, {api[0]['clients']} concurrent clients",
             [r["orders_per_s"] for r in api],
             "orders/s",
-            f"{api[0]['concurrent']} requests; latency p99 {p99:.0f} ms",
+            f"{api[0]['concurrent']} requests; latency p99 {p99:.0f} ms{cpu}",
         )
     pickup = results.get("pickup") or []
     if pickup:

@@ -263,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if cfg.runs("api"):
                 results["api"] = _section(
-                    results, "POST /api/orders", load, lambda: api.run_api(cfg, server, admin, url)
+                    results,
+                    "POST /api/orders",
+                    load,
+                    lambda: api.run_api(cfg, server, admin, url, cpu),
                 )
             if cfg.runs("open_txn"):
                 results["open_txn"] = _section(
