@@ -6,7 +6,7 @@
   generator shares the machine with the server and PostgreSQL.
 - Pick-up latency: an idle worker (default 10 s poll, woken by
   LISTEN/NOTIFY) and orders committed one at a time through the product's
-  own `order_create` query, 50-150 ms apart. Both ends on the database
+  own `order_create` query, 40-100 ms apart. Both ends on the database
   clock, from `clock_timestamp()` just before COMMIT is sent (so the
   commit's own flush counts against the engine, and no sample can come out
   negative): to the first task's `started_at` (the claim statement's start:
@@ -248,7 +248,7 @@ def run_pickup(
                 commit_ms.append((committed - committing).total_seconds() * 1000)
                 _wait_completed(admin, order_id, timeout=60)
                 workers[0].check_alive()
-                time.sleep(rng.uniform(0.05, 0.15))  # the worker goes back to its idle wait
+                time.sleep(rng.uniform(0.04, 0.10))  # the worker goes back to its idle wait
             results.append(
                 {
                     "samples": cfg.pickup_samples,

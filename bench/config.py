@@ -63,9 +63,9 @@ class BenchConfig:
     engine_processes: tuple[int, ...] = (1, 2)
     engine_env: tuple[tuple[str, str], ...] = ()
 
-    pickup_samples: int = 60
-    api_sequential: int = 150
-    api_concurrent: int = 400
+    pickup_samples: int = 50
+    api_sequential: int = 100
+    api_concurrent: int = 300
     api_clients: int = 10
 
     open_txn_hold_seconds: float = 60.0

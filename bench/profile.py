@@ -6,7 +6,9 @@ the worker waiting for a socket (PostgreSQL replies, NOTIFY) with nothing
 else to do; any other sample is Python running. The raw (collapsed-stack)
 file gives:
 
-- the share of the measured window spent running Python vs waiting,
+- the share of the measured window outside the event loop's wait (Python
+  running, or runnable but not scheduled: on a busy machine compare with
+  the worker's on-CPU share from psutil, `cpu_share`),
 - self time by innermost function and by library (psycopg, asyncio, ...),
 - inclusive time of the engine's own functions (goodfellaz17.*).
 """
@@ -45,7 +47,9 @@ def _library(file: str) -> str:
     return head.removesuffix(".py") if head else "?"
 
 
-def summarise(path: Path, window_seconds: float, rate: int, top: int = 12) -> dict[str, Any]:
+def summarise(
+    path: Path, window_seconds: float, rate: int, top: int = 12, cpu_share: float | None = None
+) -> dict[str, Any]:
     stacks = parse_raw(path)
     total = sum(n for _, n in stacks)
     leaf_self: Counter[str] = Counter()
@@ -81,6 +85,7 @@ def summarise(path: Path, window_seconds: float, rate: int, top: int = 12) -> di
         "active_samples": active,
         "python_share": active / window,
         "waiting_share": 1.0 - active / window,
+        "cpu_share": cpu_share,
         "top_self": share(leaf_self),
         "by_library": share(by_library),
         "engine_inclusive": share(engine_inclusive),
@@ -91,8 +96,13 @@ def render(summary: dict[str, Any]) -> str:
     lines = [
         f"worker profile (py-spy, {summary['rate_hz']} Hz, "
         f"{summary['window_seconds']:.1f} s window): "
-        f"{summary['python_share']:.0%} running Python, "
-        f"{summary['waiting_share']:.0%} waiting on sockets (PostgreSQL, NOTIFY)",
+        f"{summary['python_share']:.0%} in Python, "
+        f"{summary['waiting_share']:.0%} waiting on sockets (PostgreSQL, NOTIFY)"
+        + (
+            f"; on CPU (psutil) {summary['cpu_share']:.0%}"
+            if summary.get("cpu_share") is not None
+            else ""
+        ),
         "  Python time by library: "
         + ", ".join(f"{e['name']} {e['share_of_active']:.0%}" for e in summary["by_library"][:6]),
         "  engine functions (inclusive): "

@@ -191,7 +191,9 @@ def _profile(
         tag="profile-raw",
         profile=spec,
     )
-    summary = profile.summarise(raw, run["seconds"], cfg.profile_rate)
+    summary = profile.summarise(
+        raw, run["seconds"], cfg.profile_rate, cpu_share=run["worker_cores"]
+    )
     svg = engine.ProfileSpec(cfg.profile_svg, "flamegraph", rate=cfg.profile_rate)
     svg_run = engine.run_engine(
         cfg, server, admin, url, orders=orders, processes=1, cpu=cpu, tag="profile-svg", profile=svg

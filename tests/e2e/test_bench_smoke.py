@@ -201,7 +201,7 @@ def test_profile_summary_separates_waiting_from_python(tmp_path: Path) -> None:
     assert summary["python_share"] == pytest.approx(0.3)
     assert summary["by_library"][0]["name"] == "psycopg"
     assert summary["engine_inclusive"][0]["name"] == "OrderDeliveryWorker._claim"
-    assert "30% running Python" in profile.render(summary)
+    assert "30% in Python" in profile.render(summary)
 
 
 def test_summary_and_percentile() -> None:
