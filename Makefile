@@ -101,6 +101,16 @@ fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format src tests bench deploy
 	$(BIN)/ruff check --fix src tests bench deploy
 
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-installed-* && touch $@
+
+.PHONY: bench
+bench: $(BENCH_STAMP) ## benchmarks: pgbench limit, Procrastinate, engine, API; one table + bench/results.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 .PHONY: clean
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

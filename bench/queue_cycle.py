@@ -1,0 +1,198 @@
+"""The physical limit: the queue cycle in pure SQL, driven by pgbench.
+
+Two scripts, both on the product's schema with its accounting triggers:
+
+- `product`: the engine's own `task_claim_batch` and `task_complete_many`,
+  read from src/goodfellaz17/db/queries.sql at run time (so the limit
+  follows the SQL as it is tuned). What is left between this and the
+  engine is the engine's own overhead: Python, round trips, extra queries.
+- `minimal`: bench/pgbench/minimal_cycle.sql, a bare SKIP LOCKED claim
+  and a completion: the ceiling for this schema.
+
+Each cycle is two statements and two commits (claim, then complete), as a
+worker that must not lose a claim while executing it. pgbench runs a fixed
+number of cycles per client (`-t`) on a queue loaded with at least that
+many tasks, so no claim comes back short; the run is checked afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.config import BenchConfig
+from bench.pg import (
+    BenchServer,
+    CpuSnapshot,
+    Load,
+    PostgresCpu,
+    backend_pid,
+    load_queued_orders,
+    orders_for_tasks,
+    reset_product,
+    settle,
+)
+from goodfellaz17.db.queries import load_queries
+
+MINIMAL_SCRIPT = Path(__file__).parent / "pgbench" / "minimal_cycle.sql"
+_PARAM = re.compile(r"%\((\w+)\)s")
+CLAIM_PARAMS = {"limit", "worker_id", "lease_seconds", "from_position", "node_offset"}
+COMPLETE_PARAMS = {"ids", "tokens"}
+PGBENCH_VARS = {"worker_id": "pgbench", "lease_seconds": "300", "from_position": "-Infinity"}
+
+
+class ScriptError(ValueError):
+    pass
+
+
+def to_pgbench(sql: str, known: set[str], query: str) -> str:
+    """psycopg `%(name)s` parameters become pgbench `:name` variables."""
+    unknown = sorted(set(_PARAM.findall(sql)) - known)
+    if unknown:
+        raise ScriptError(
+            f"{query} has parameter(s) {', '.join(unknown)} that bench/queue_cycle.py "
+            "does not know: give them a pgbench value there"
+        )
+    return _PARAM.sub(r":\1", sql).replace("%%", "%")
+
+
+def product_script() -> str:
+    q = load_queries()
+    claim = to_pgbench(q["task_claim_batch"], CLAIM_PARAMS, "task_claim_batch")
+    complete = to_pgbench(q["task_complete_many"], COMPLETE_PARAMS, "task_complete_many")
+    return (
+        "-- Generated from src/goodfellaz17/db/queries.sql by bench/queue_cycle.py.\n"
+        "\\set node_offset random(0, 65535)\n"
+        f"WITH claimed AS (\n{claim}\n)\n"
+        "SELECT COALESCE(array_agg(id), '{}') AS ids, "
+        "COALESCE(array_agg(fencing_token), '{}') AS tokens\n"
+        "FROM claimed\n"
+        "\\gset\n"
+        f"{complete};\n"
+    )
+
+
+def script_for(variant: str, out_dir: Path) -> Path:
+    if variant == "minimal":
+        return MINIMAL_SCRIPT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "product_cycle.sql"
+    path.write_text(product_script())
+    return path
+
+
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+
+
+def parse_output(text: str) -> tuple[float, int]:
+    tps = _TPS.search(text)
+    if tps is None:
+        raise RuntimeError(f"pgbench printed no tps line:\n{text[-2000:]}")
+    failed = _FAILED.search(text)
+    return float(tps.group(1)), int(failed.group(1)) if failed else 0
+
+
+def _run_watching(
+    argv: list[str], cpu: PostgresCpu, before: CpuSnapshot, timeout: float
+) -> tuple[str, str, int, CpuSnapshot]:
+    """Run pgbench, sampling the server's processes meanwhile so that its
+    backends are known (and their CPU accounted for) after they exit."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        seen = before
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            snap = cpu.snapshot()
+            merged = {**seen.live, **snap.live}
+            seen = CpuSnapshot(at=snap.at, reaped=snap.reaped, live=merged)
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"pgbench still running after {timeout:.0f}s")
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        return out.read(), err.read(), proc.returncode, seen
+
+
+def run_once(
+    cfg: BenchConfig,
+    server: BenchServer,
+    admin: psycopg.Connection[Any],
+    dbname: str,
+    variant: str,
+    clients: int,
+    cpu: PostgresCpu,
+    *,
+    tasks: int | None = None,
+    queue: str = "small",
+) -> dict[str, Any]:
+    """One pgbench run on a queue of about `tasks` tasks (default: the
+    configured size); `queue` labels the size in the results."""
+    cycles = max(1, (tasks or cfg.pgbench_task_count) // (cfg.batch * clients))
+    needed = cycles * clients * cfg.batch
+    reset_product(admin)
+    load: Load = load_queued_orders(
+        admin,
+        orders_for_tasks(needed, cfg.quantity, cfg.task_size),
+        quantity=cfg.quantity,
+        task_size=cfg.task_size,
+    )
+    settle(admin, ("orders", "order_tasks"))
+    script = script_for(variant, cfg.out_dir)
+    argv = [
+        str(server.bin_dir / "pgbench"),
+        "-h", server.socket_dir,
+        "-U", "postgres",
+        "-n",  # no vacuum of pgbench's own tables: there are none
+        "-M", "prepared",
+        "-f", str(script),
+        "-c", str(clients),
+        "-j", str(min(clients, 2)),
+        "-t", str(cycles),
+        "-D", f"limit={cfg.batch}",
+    ]  # fmt: skip
+    for name, value in PGBENCH_VARS.items():
+        argv += ["-D", f"{name}={value}"]
+    argv.append(dbname)
+    me = backend_pid(admin)
+    before = cpu.snapshot()
+    started = time.monotonic()
+    stdout, stderr, code, seen = _run_watching(argv, cpu, before, cfg.run_timeout)
+    wall = time.monotonic() - started
+    after = cpu.snapshot_after_exits(before, seen)
+    if code != 0:
+        raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
+    tps, failed = parse_output(stdout)
+    row = admin.execute(
+        "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FROM order_tasks"
+    ).fetchone()
+    assert row is not None
+    completed = int(row[0])
+    seconds = clients * cycles / tps
+    if failed or completed != needed:
+        raise RuntimeError(
+            f"pgbench {variant} c={clients}: {failed} failed cycles, {completed} tasks completed "
+            f"of {needed} expected (of {load.tasks} queued)"
+        )
+    pg_cpu = PostgresCpu.seconds_between(before, after, exclude=[me])
+    return {
+        "variant": variant,
+        "queue": queue,
+        "clients": clients,
+        "batch": cfg.batch,
+        "cycles": clients * cycles,
+        "tasks": completed,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "tasks_per_s": completed / seconds,
+        "pg_cpu_s_per_1k": pg_cpu / completed * 1000,
+        "pg_cores": pg_cpu / wall,
+    }
