@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,64 +33,19 @@ lint: $(STAMP) ## ruff, mypy --strict and the import contracts
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint promtool-test runbook-tools chromium ## lint, alert rules, then the whole test suite against a real PostgreSQL
+test: lint debian-deps promtool-test ## lint, alert rules, then the whole test suite against a real PostgreSQL
 	PROMTOOL_RULES_CHECKED=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-.PHONY: prometheus-tools
-prometheus-tools: ## install promtool and amtool (Debian: prometheus, prometheus-alertmanager) if missing
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "promtool/amtool missing: run 'sudo make prometheus-tools' once" >&2; exit 1; \
-	  fi; \
-	  echo "installing promtool and amtool (Debian packages prometheus, prometheus-alertmanager)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
-	fi
-
-.PHONY: runbook-tools
-runbook-tools: ## install curl and jq (Debian) if missing: docs/RUNBOOK.md's commands use them (psql comes with pgserver)
-	@if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "curl/jq missing: run 'sudo make runbook-tools' once" >&2; exit 1; \
-	  fi; \
-	  echo "installing curl and jq (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends curl jq >/dev/null; \
-	fi
-
-.PHONY: chromium
-chromium: ## install Debian's chromium for the console's browser tests if missing (never a downloaded browser)
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "chromium missing: run 'sudo make chromium' once" >&2; exit 1; \
-	  fi; \
-	  echo "installing chromium (Debian package) for the console's browser tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
-	fi
+.PHONY: debian-deps
+debian-deps: ## install the Debian packages the tests drive, if missing (promtool, amtool, curl, jq, chromium, pgbouncer)
+	@scripts/debian-deps.sh
 
 .PHONY: promtool-test
-promtool-test: prometheus-tools ## check and unit-test the alert rules, check the Alertmanager config
+promtool-test: debian-deps ## check and unit-test the alert rules, check the Alertmanager config
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/prometheus/alertmanager.yml
-
-# A separate prerequisite line, so the `test` rule above stays as it is.
-test: pgbouncer
-
-.PHONY: pgbouncer
-pgbouncer: ## install PgBouncer (Debian) for the pooler compatibility test, if missing
-	@if ! PATH="$$PATH:/usr/sbin" command -v pgbouncer >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing pgbouncer (Debian package) for tests/e2e/test_pgbouncer.py"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends pgbouncer >/dev/null \
-	    || echo "pgbouncer could not be installed: its test will say so and skip" >&2; \
-	  else \
-	    echo "pgbouncer missing and not root: 'sudo make pgbouncer' once, or its test skips" >&2; \
-	  fi; \
-	fi
 
 .PHONY: k8s-rules
 k8s-rules: $(STAMP) ## rebuild deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml

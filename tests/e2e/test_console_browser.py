@@ -101,7 +101,7 @@ def _up(base: str) -> bool:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's package")
+        pytest.fail(f"{CHROMIUM} is missing: `make debian-deps` installs Debian's package")
     from playwright.sync_api import sync_playwright
 
     # launch() gives Chromium a fresh throw-away profile of its own each time.

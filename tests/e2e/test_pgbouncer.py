@@ -70,7 +70,7 @@ def pgbouncer_binary() -> str:
     if found is None:
         pytest.skip(
             "pgbouncer is not installed and `make test` could not install it "
-            "(Debian package pgbouncer; `make pgbouncer` as root)"
+            "(Debian package pgbouncer; `make debian-deps` as root)"
         )
     return found
 

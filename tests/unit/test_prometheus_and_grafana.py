@@ -71,7 +71,7 @@ def prometheus_tool() -> Callable[[str], str]:
         path = shutil.which(name)
         if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
             subprocess.run(
-                ["make", "-C", str(ROOT), "prometheus-tools"],
+                ["make", "-C", str(ROOT), "debian-deps"],
                 check=False,
                 capture_output=True,
                 timeout=900,
