@@ -194,3 +194,49 @@ def test_any_sequence_of_hand_status_changes_keeps_counters_exact(
         if open_units:
             assert order["status"] != "COMPLETED"
         assert violations(sql) == []
+
+
+def row_version(sql: psycopg.Connection[Any], order_id: Any) -> Any:
+    """The row's version (xmin) and its last locker or deleter (xmax)."""
+    return sql.execute(
+        "SELECT xmin::text, xmax::text FROM orders WHERE id = %s", (order_id,)
+    ).fetchone()
+
+
+def test_claims_and_retries_of_started_orders_leave_the_orders_rows_alone(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """Only counter changes, the first start and a reopening write or lock an
+    order: claims and retries of a started order do neither (its row keeps
+    its version, and no locker's id in xmax), so concurrent claimers do not
+    queue on it."""
+    order_id = insert_order(sql, 4_000)
+    set_task_states(sql, order_id, ["EXECUTING"])  # started: PROCESSING
+    version = row_version(sql, order_id)
+    sql.execute(
+        """UPDATE order_tasks SET status = 'EXECUTING', attempts = attempts + 1,
+                       lease_expires_at = now() + interval '1 minute', fencing_token = 7
+                   WHERE order_id = %s AND seq BETWEEN 1 AND 5""",
+        (order_id,),
+    )
+    sql.execute(
+        """UPDATE order_tasks SET status = 'FAILED_RETRYING', retry_after = now()
+                   WHERE order_id = %s AND seq BETWEEN 1 AND 3""",
+        (order_id,),
+    )
+    sql.execute(
+        """UPDATE order_tasks SET lease_expires_at = now() + interval '1 hour'
+                   WHERE order_id = %s AND status = 'EXECUTING'""",
+        (order_id,),
+    )
+    assert row_version(sql, order_id) == version
+    sql.execute(
+        "UPDATE order_tasks SET status = 'COMPLETED' WHERE order_id = %s AND seq = 4", (order_id,)
+    )
+    assert (
+        sql.execute(
+            "SELECT xmin::text, xmax::text FROM orders WHERE id = %s", (order_id,)
+        ).fetchone()
+        != version
+    )
+    assert_counters_exact(sql, order_id)
