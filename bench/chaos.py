@@ -12,6 +12,9 @@ lets the backlog settle and prints one line of JSON on stdout:
                       (must be 0)
     double_counted    completing claims the backend accepted more than once
                       (must be 0)
+    completed_before_accepted
+                      tasks completed before the claim holding them had its
+                      delivery accepted, i.e. by a stale claim (must be 0)
     unsettled_units   units neither delivered nor dead-lettered once settled
     orphaned_tasks    tasks a killed worker held (EXECUTING) at its death
     max_orphan_recovery_seconds (and the median)
@@ -277,6 +280,7 @@ def soak(
         "dead_lettered": counted["dead_lettered"],
         "lost": report["lost"],
         "double_counted": report["double_counted"],
+        "completed_before_accepted": report["completed_before_accepted"],
         "unsettled_units": counted["unsettled_units"],
         "redelivered_after_rescue": report["redelivered_after_rescue"],
         "orphaned_tasks": sum(len(k.orphans) for k in watch.kills),
@@ -326,6 +330,7 @@ def main() -> None:
     healthy = (
         result["lost"] == 0
         and result["double_counted"] == 0
+        and result["completed_before_accepted"] == 0
         and result["unsettled_units"] == 0
         and result["invariants_passed"]
     )

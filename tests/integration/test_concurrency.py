@@ -207,5 +207,6 @@ async def test_concurrent_orders_and_operator_actions_never_surface_a_database_e
     report = ledger_report(sql, busy_settings.sim_ledger_path)  # type: ignore[arg-type]
     assert report["lost"] == 0, report
     assert report["double_counted"] == 0, report
+    assert report["completed_before_accepted"] == 0, report
     assert report["units_delivered"] == report["units_in_completed_tasks"]
     assert violations(sql) == []

@@ -194,6 +194,7 @@ async def test_a_failure_storm_dead_letters_after_backoff_and_draining_delivers_
     report = ledger_report(sql, storm_settings.sim_ledger_path)  # type: ignore[arg-type]
     assert report["lost"] == 0, report
     assert report["double_counted"] == 0, report
+    assert report["completed_before_accepted"] == 0, report
     assert report["units_delivered"] == report["units_in_completed_tasks"] == 2 * QUANTITY
     actions = [
         row[0] for row in sql.execute("SELECT action FROM operator_actions ORDER BY id").fetchall()
