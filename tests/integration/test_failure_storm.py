@@ -137,7 +137,7 @@ async def test_a_failure_storm_dead_letters_after_backoff_and_draining_delivers_
     )
     assert storm.status_code == 200, storm.text
     assert storm.json()["active"] is True
-    # Workers re-read the chaos settings about every second.
+    # The switch reaches the worker by NOTIFY (see the test below).
     deadline = time.monotonic() + 5
     while not (await client.get("/api/admin/worker/status")).json()["chaosActive"]:
         assert time.monotonic() < deadline, "the worker did not see the storm"
@@ -175,6 +175,10 @@ async def test_a_failure_storm_dead_letters_after_backoff_and_draining_delivers_
     # The storm is over: chaos off, then the dead letters are drained.
     calm = await client.post("/api/admin/testing/disable")
     assert calm.json()["active"] is False
+    deadline = time.monotonic() + 5
+    while (await client.get("/api/admin/worker/status")).json()["chaosActive"]:
+        assert time.monotonic() < deadline, "the worker did not see the storm end"
+        await asyncio.sleep(0.05)
     drained = await client.post(f"/api/admin/orders/{first['id']}/drain-dead-letters")
     assert drained.status_code == 200, drained.text
     assert drained.json()["unitsAffected"] == orders[first["id"]]["failedPermanentPlays"]
@@ -201,3 +205,25 @@ async def test_a_failure_storm_dead_letters_after_backoff_and_draining_delivers_
     ]
     assert actions == ["chaos_enable", "chaos_disable", "drain_dead_letters", "drain_dead_letters"]
     assert violations(sql) == []
+
+
+async def test_a_worker_obeys_a_chaos_switch_at_once_not_at_its_next_refresh(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enable and disable NOTIFY the workers, which re-read the settings at
+    once: with the periodic re-read pushed out to a minute, only that can
+    make the worker see the switch."""
+    from goodfellaz17.services import chaos
+    from goodfellaz17.worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "CHAOS_REFRESH_SECONDS", 60.0)
+    settings = make_settings(db_url, worker_heartbeat_seconds=60.0)
+    app = create_app(settings, db_url, run_worker=True)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        worker = ctx.worker
+        await wait_for(lambda: worker.is_running, 10, "the worker running")
+        await chaos.enable_chaos(ctx.repo, settings, actor="test", failure_rate=1.0)
+        await wait_for(lambda: worker.chaos.failure_rate == 1.0, 10, "the worker seeing chaos")
+        await chaos.disable_chaos(ctx.repo, actor="test")
+        await wait_for(lambda: not worker.chaos.active, 10, "the worker seeing chaos end")
