@@ -535,7 +535,9 @@ class OrderDeliveryWorker:
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.1
-                    self._claim_wakeup.set()  # we may have missed some while reconnecting
+                    # We may have missed some while (re)connecting, a chaos switch too.
+                    await self._refresh_chaos_quietly()
+                    self._claim_wakeup.set()
                     async for notify in conn.notifies():
                         if notify.payload == CHAOS_NOTIFY_PAYLOAD:
                             # Chaos switched: obey it before the next claim, so a
