@@ -108,6 +108,7 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     report = ledger_report(sql, ledger)
     assert report["lost"] == 0, report
     assert report["double_counted"] == 0, report
+    assert report["completed_before_accepted"] == 0, report
     assert report["units_delivered"] == ORDERS * QUANTITY == report["units_in_completed_tasks"]
     rescued = sql.execute("SELECT count(*) FROM order_tasks WHERE attempts > 1").fetchone()
     assert rescued is not None

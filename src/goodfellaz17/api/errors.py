@@ -107,9 +107,23 @@ async def _on_service_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.message, field=exc.field, code=exc.code)
 
 
+# Routing's own refusals, which name no field: what was wrong is the path or the method.
+_ROUTING_FIELDS = {404: "path", 405: "method"}
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    field = None
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): the
+        # same thing as malformed JSON, so the same answer.
+        message = "request body is not valid JSON"
+        return error_response(
+            422,
+            f"body: {message}",
+            field="body",
+            details=[{"field": "body", "message": message}],
+        )
+    field = _ROUTING_FIELDS.get(exc.status_code)
     message = str(exc.detail)
     if isinstance(exc.detail, dict):
         field = exc.detail.get("field")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goodfellaz17.api.errors import error_body
@@ -16,8 +17,14 @@ from goodfellaz17.api.errors import error_body
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while the route reads a body streamed past the limit (no
+    Content-Length). An HTTPException, because FastAPI re-raises those from
+    body parsing (anything else becomes a 400) and the error handler then
+    answers 413 naming the body."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, {"message": f"request body exceeds {limit} bytes", "field": "body"})
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -86,7 +93,7 @@ class RequestGuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

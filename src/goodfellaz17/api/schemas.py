@@ -9,6 +9,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from goodfellaz17.backends.base import BACKEND_NAMES
+
+# Documented as an enum; checked by the services, whose 422 names the field.
+BACKEND_ENUM: dict[str, Any] = {"enum": list(BACKEND_NAMES)}
+
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
@@ -33,9 +38,15 @@ class ErrorResponse(ApiModel):
 
 
 class CreateOrderRequest(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"quantity": 15000, "target": "acct-42"}]}
+    )
+
     quantity: int = Field(gt=0, description="units to deliver", examples=[15000])
     target: str = Field(min_length=1, max_length=512, description="opaque to the engine")
-    backend: str = Field(default="simulated", min_length=1, max_length=32)
+    backend: str = Field(
+        default="simulated", min_length=1, max_length=32, json_schema_extra=BACKEND_ENUM
+    )
 
 
 class OrderResponse(ApiModel):
@@ -311,7 +322,20 @@ class ChaosStatusResponse(ApiModel):
 
 
 class RegisterNodeRequest(RequestModel):
-    provider: str = Field(min_length=1, max_length=32, description="a delivery backend name")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"provider": "simulated", "nodeIdentifier": "sim-2", "capacityPerHour": 360000}
+            ]
+        }
+    )
+
+    provider: str = Field(
+        min_length=1,
+        max_length=32,
+        description="a delivery backend name",
+        json_schema_extra=BACKEND_ENUM,
+    )
     node_identifier: str = Field(min_length=1, max_length=200)
     endpoint: str | None = Field(default=None, max_length=2000)
     capacity_per_hour: int | None = Field(default=None, gt=0, le=2_147_483_647)

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,7 @@ class SimulatedBackend:
                 "quantity": request.quantity,
                 "node": request.node_identifier,
                 "pid": os.getpid(),
+                "at": time.time(),  # when the delivery was accepted (wall clock)
             },
             separators=(",", ":"),
         )

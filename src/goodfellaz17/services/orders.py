@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ def validate_target(target: str) -> str:
         raise InvalidInput("target must not be empty", field="target")
     if len(target) > MAX_TARGET_LENGTH:
         raise InvalidInput(f"target must be at most {MAX_TARGET_LENGTH} characters", field="target")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in target):
+    if any(unicodedata.category(ch) == "Cc" for ch in target):  # C0, DEL and C1
         raise InvalidInput("target must not contain control characters", field="target")
     return target
 

@@ -55,6 +55,7 @@ log = get_logger(__name__)
 
 NOTIFY_CHANNEL = "goodfellaz17_tasks_due"
 CHAOS_REFRESH_SECONDS = 1.0
+CHAOS_NOTIFY_PAYLOAD = "chaos"  # what services.chaos sends when chaos is switched
 DB_RETRY_MAX_SECONDS = 5.0
 RESCUE_BATCH = 500
 _DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
@@ -626,10 +627,16 @@ class OrderDeliveryWorker:
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.1
-                    self.notifications += 1  # we may have missed some while reconnecting
+                    # We may have missed some while (re)connecting, a chaos switch too.
+                    self.notifications += 1
+                    await self._refresh_chaos_quietly()
                     self._claim_wakeup.set()
-                    async for _ in conn.notifies():
+                    async for notify in conn.notifies():
                         self.notifications += 1
+                        if notify.payload == CHAOS_NOTIFY_PAYLOAD:
+                            # Chaos switched: obey it before the next claim, so a
+                            # drain right after "disable" is not failed by stale state.
+                            await self._refresh_chaos_quietly()
                         self._claim_wakeup.set()
             except _DB_ERRORS as exc:
                 self.log.debug("listen connection lost", error=str(exc)[:200])
@@ -651,6 +658,12 @@ class OrderDeliveryWorker:
             except _DB_ERRORS as exc:
                 self.log.debug("control loop: database unavailable", error=str(exc)[:200])
             await asyncio.sleep(min(CHAOS_REFRESH_SECONDS, self.settings.worker_heartbeat_seconds))
+
+    async def _refresh_chaos_quietly(self) -> None:
+        try:
+            await self._refresh_chaos()
+        except _DB_ERRORS as exc:  # the control loop reads it again within a second
+            self.log.debug("chaos refresh failed", error=str(exc)[:200])
 
     async def _refresh_chaos(self) -> None:
         row = await self.repo.get_chaos()

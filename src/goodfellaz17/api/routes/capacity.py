@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from goodfellaz17.api.deps import AppSettings, Reader, Repo
-from goodfellaz17.api.schemas import CapacityResponse, ErrorResponse
+from goodfellaz17.api.schemas import BACKEND_ENUM, CapacityResponse, ErrorResponse
 from goodfellaz17.services import capacity as capacity_service
 
 router = APIRouter(
@@ -29,6 +29,6 @@ async def capacity(
     quantity: Annotated[
         int, Query(ge=1, description="size of the hypothetical new order")
     ] = capacity_service.NEW_ORDER_QUANTITY,
-    backend: Annotated[str, Query(max_length=32)] = "simulated",
+    backend: Annotated[str, Query(max_length=32, json_schema_extra=BACKEND_ENUM)] = "simulated",
 ) -> dict[str, Any]:
     return await capacity_service.capacity(repo, settings, quantity=quantity, backend=backend)

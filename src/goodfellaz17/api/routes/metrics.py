@@ -12,8 +12,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from goodfellaz17.api.deps import Context, Reader
+from goodfellaz17.api.schemas import ErrorResponse
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(
+    tags=["metrics"],
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+)
 
 _TEXT_FORMAT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}
