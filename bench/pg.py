@@ -174,11 +174,11 @@ WITH o AS (
     SELECT %(quantity)s, %(prefix)s || g, 'simulated', cardinality(%(sizes)s::int[]),
            clock_timestamp()
     FROM generate_series(1, %(orders)s) AS g
-    RETURNING id, created_at
+    RETURNING id, created_at, order_queue_start(created_at) AS start
 )
 INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
 SELECT o.id, s.ord - 1, s.qty,
-       extract(epoch FROM o.created_at) + (s.ord - 1) * %(fair_share)s,
+       o.start + (s.ord - 1) * %(fair_share)s,
        o.created_at
 FROM o, unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
 """

@@ -21,9 +21,10 @@ def insert_order(
     sizes = plan_task_sizes(quantity, task_size)
     row = conn.execute(
         """WITH o AS (INSERT INTO orders (quantity, target, backend, task_count)
-                      VALUES (%s, %s, %s, %s) RETURNING id, created_at)
+                      VALUES (%s, %s, %s, %s)
+                      RETURNING id, created_at, order_queue_start(created_at) AS start)
            INSERT INTO order_tasks (order_id, seq, quantity, queue_position)
-           SELECT o.id, s.ord - 1, s.qty, extract(epoch FROM o.created_at) + s.ord
+           SELECT o.id, s.ord - 1, s.qty, o.start + s.ord - 1
            FROM o, unnest(%s::int[]) WITH ORDINALITY s(qty, ord)
            RETURNING order_id""",
         (quantity, target, backend, len(sizes), sizes),

@@ -271,3 +271,31 @@ async def test_node_circuit_opens_after_consecutive_failures_and_closes_on_succe
         )
     state = sql.execute("SELECT circuit_state, consecutive_failures FROM nodes").fetchone()
     assert state == ("CLOSED", 0)
+
+
+async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    from goodfellaz17.services.orders import create_order
+    from tests.conftest import make_settings
+
+    settings = make_settings()
+    empty = (await create_order(repo, settings, quantity=800, target="t")).order
+    arrival = sql.execute(
+        "SELECT extract(epoch FROM created_at)::float8 FROM orders WHERE id = %s", (empty["id"],)
+    ).fetchone()
+    first = sql.execute(
+        "SELECT min(queue_position) FROM order_tasks WHERE order_id = %s", (empty["id"],)
+    ).fetchone()
+    assert first == arrival  # nothing waiting: the order starts at its arrival
+    # The claimers have worked far ahead of the clock: the front is in the future.
+    sql.execute("UPDATE order_tasks SET queue_position = queue_position + 1000")
+    front = sql.execute(
+        "SELECT min(queue_position) FROM order_tasks WHERE status = 'PENDING'"
+    ).fetchone()
+    assert front is not None
+    later = (await create_order(repo, settings, quantity=800, target="t")).order
+    positions = sql.execute(
+        "SELECT queue_position FROM order_tasks WHERE order_id = %s ORDER BY seq", (later["id"],)
+    ).fetchall()
+    assert positions == [(front[0],), (front[0] + 1,)]  # at the front, one second apart

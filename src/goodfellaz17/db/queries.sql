@@ -19,11 +19,14 @@ WITH new_order AS (
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
+    -- The order joins the queue at its front (order_queue_start, migration 0005).
     INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
     SELECT o.id, s.ord - 1, s.qty,
-           extract(epoch FROM o.created_at) + (s.ord - 1) * %(fair_share_seconds)s,
+           q.start + (s.ord - 1) * %(fair_share_seconds)s,
            o.created_at
-    FROM new_order o, unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
+    FROM new_order o
+    CROSS JOIN LATERAL (SELECT order_queue_start(o.created_at) AS start) q
+    CROSS JOIN unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
     RETURNING 1
 )
 SELECT o.*, (SELECT count(*) FROM new_tasks) AS tasks_created
@@ -175,13 +178,20 @@ WITH healthy AS (
       AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now())
     GROUP BY provider
 ), due AS (
+    -- The order is looked up per task in queue order (the OFFSET 0 keeps the
+    -- planner from turning this into a join over every waiting task and a
+    -- sort): whatever the statistics say, a claim reads the queue index from
+    -- its position and stops after `limit` tasks.
     SELECT t.id, o.target, o.backend
     FROM order_tasks t
-    JOIN orders o ON o.id = t.order_id
+    CROSS JOIN LATERAL (
+        SELECT o.target, o.backend FROM orders o
+        WHERE o.id = t.order_id AND o.status <> 'COMPLETED'
+        OFFSET 0
+    ) o
     WHERE t.status IN ('PENDING', 'FAILED_RETRYING')
       AND (t.retry_after IS NULL OR t.retry_after <= now())
       AND t.queue_position >= %(from_position)s
-      AND o.status <> 'COMPLETED'
       AND o.backend IN (SELECT provider FROM healthy)
       AND NOT EXISTS (
           SELECT 1 FROM chaos_settings c

@@ -115,31 +115,32 @@ class _Outcome:
 
 
 _HEAD = float("-inf")
-CURSOR_RESCAN_SECONDS = 1.0
+CURSOR_RESCAN_SECONDS = 5.0
 
 
 class _QueueCursor:
-    """One claimer's place in the queue (a queue_position). It goes back to
-    the head whenever new work is announced (NOTIFY: a new order may sort
-    before it) and at least every second (retries coming due), so fairness
-    between orders is kept while the common claim skips the head."""
+    """One claimer's place in the queue (a queue_position).
 
-    def __init__(self, worker: OrderDeliveryWorker) -> None:
-        self._worker = worker
+    It steps back when work becomes due behind it: a NOTIFY says the earliest
+    queue position that became due (a new order, a drain, a retry-now), so
+    fairness between orders holds. Work that becomes due without a NOTIFY (a
+    backoff ending) sorts by its due time, normally ahead of the cursor; a
+    full rescan from the head at least every few seconds covers the rest."""
+
+    def __init__(self) -> None:
         self._at = _HEAD
-        self._seen_notifications = worker.notifications
         self._rescanned_at = time.monotonic()
 
     def position(self) -> float:
-        if (
-            self._worker.notifications != self._seen_notifications
-            or time.monotonic() - self._rescanned_at > CURSOR_RESCAN_SECONDS
-        ):
-            self._seen_notifications = self._worker.notifications
+        if time.monotonic() - self._rescanned_at > CURSOR_RESCAN_SECONDS:
             self._at = _HEAD
         if self._at == _HEAD:
             self._rescanned_at = time.monotonic()
         return self._at
+
+    def rewind(self, position: float) -> None:
+        """New work is due at `position`: the next claim starts there at the latest."""
+        self._at = min(self._at, position)
 
     def rescanned(self) -> None:
         self._rescanned_at = time.monotonic()
@@ -220,7 +221,7 @@ class OrderDeliveryWorker:
         self._main: asyncio.Task[None] | None = None
         self._capacity = settings.worker_concurrency + settings.worker_batch_size
         self._room_waiters = 0
-        self.notifications = 0  # NOTIFYs received: claimers rescan from the head
+        self._cursors: list[_QueueCursor] = []
         self._reserved = 0
         self._flush_slots = asyncio.Semaphore(settings.worker_claimers)
         self._flushes: set[asyncio.Task[None]] = set()
@@ -286,6 +287,8 @@ class OrderDeliveryWorker:
         for task in self._executors:
             task.cancel()
         await asyncio.gather(*self._executors, return_exceptions=True)
+        # Outcomes already being written are not interrupted: let them land.
+        await asyncio.gather(*self._flushes, return_exceptions=True)
         # Whatever is still held was interrupted mid-delivery: it may or may not
         # have been delivered, so it is retried (same idempotency key), not refunded.
         for held in list(self._held.values()):
@@ -348,7 +351,8 @@ class OrderDeliveryWorker:
 
     async def _claim_loop(self) -> None:
         poll = self.settings.worker_poll_interval_seconds
-        cursor = _QueueCursor(self)
+        cursor = _QueueCursor()
+        self._cursors.append(cursor)
         while not self._stopping.is_set():
             room = self._capacity - len(self._held) - self._reserved
             if room <= 0:
@@ -628,15 +632,15 @@ class OrderDeliveryWorker:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.1
                     # We may have missed some while (re)connecting, a chaos switch too.
-                    self.notifications += 1
+                    self._rewind_cursors(_HEAD)
                     await self._refresh_chaos_quietly()
                     self._claim_wakeup.set()
                     async for notify in conn.notifies():
-                        self.notifications += 1
                         if notify.payload == CHAOS_NOTIFY_PAYLOAD:
                             # Chaos switched: obey it before the next claim, so a
                             # drain right after "disable" is not failed by stale state.
                             await self._refresh_chaos_quietly()
+                        self._rewind_cursors(_due_position(notify.payload))
                         self._claim_wakeup.set()
             except _DB_ERRORS as exc:
                 self.log.debug("listen connection lost", error=str(exc)[:200])
@@ -658,6 +662,10 @@ class OrderDeliveryWorker:
             except _DB_ERRORS as exc:
                 self.log.debug("control loop: database unavailable", error=str(exc)[:200])
             await asyncio.sleep(min(CHAOS_REFRESH_SECONDS, self.settings.worker_heartbeat_seconds))
+
+    def _rewind_cursors(self, position: float) -> None:
+        for cursor in self._cursors:
+            cursor.rewind(position)
 
     async def _refresh_chaos_quietly(self) -> None:
         try:
@@ -800,6 +808,15 @@ class OrderDeliveryWorker:
             "executing": self._executing,
             "chaosActive": self.chaos.active,
         }
+
+
+def _due_position(payload: str) -> float:
+    """The queue position a "tasks due" NOTIFY announces; the head of the
+    queue when it names none (a chaos switch, an older sender)."""
+    try:
+        return float(payload)
+    except ValueError:
+        return _HEAD
 
 
 def _request_for(task: ClaimedTask) -> DeliveryRequest:
