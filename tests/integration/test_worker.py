@@ -274,3 +274,22 @@ async def test_a_small_order_arriving_behind_a_big_one_is_served_promptly(
         ).fetchone()
     assert remaining is not None
     assert remaining[0] > 200, "the small order must not wait for the big one to finish"
+
+
+async def test_stopping_mid_stream_leaves_nothing_executing_and_loses_no_lease(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400 * 400)
+    settings = make_settings(db_url, sim_instant=True, worker_claimers=2)
+    async with running_worker(settings, db_url) as worker:
+        await wait_for(lambda: worker.counters.completed >= 100)
+    assert worker.counters.leases_lost == 0  # no outcome written twice at shutdown
+    executing = sql.execute(
+        "SELECT count(*) FROM order_tasks WHERE status = 'EXECUTING'"
+    ).fetchone()
+    assert executing == (0,)
+    completed = sql.execute(
+        "SELECT count(*) FROM order_tasks WHERE status = 'COMPLETED'"
+    ).fetchone()
+    assert completed == (worker.counters.completed,)
+    assert violations(sql) == []

@@ -225,6 +225,7 @@ class OrderDeliveryWorker:
         self._reserved = 0
         self._flush_slots = asyncio.Semaphore(settings.worker_claimers)
         self._flushes: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
         self._executor_idle = asyncio.Event()
         self._node_stats = NodeStats()
         self._m = _BoundMetrics(self.metrics)
@@ -259,11 +260,12 @@ class OrderDeliveryWorker:
             batch_size=self.settings.worker_batch_size,
         )
         spawn = asyncio.create_task
+        self._flusher = spawn(self._supervise("flush", self._flush_loop), name="flush")
         self._background = [
             spawn(self._supervise("listen", self._listen_loop), name="listen"),
             spawn(self._supervise("control", self._control_loop), name="control"),
             spawn(self._supervise("rescue", self._rescue_loop), name="rescue"),
-            spawn(self._supervise("flush", self._flush_loop), name="flush"),
+            self._flusher,
         ]
         self._executors = [
             spawn(self._executor_loop(), name=f"executor-{i}")
@@ -287,7 +289,11 @@ class OrderDeliveryWorker:
         for task in self._executors:
             task.cancel()
         await asyncio.gather(*self._executors, return_exceptions=True)
-        # Outcomes already being written are not interrupted: let them land.
+        # Outcomes already being written are not interrupted: let them land,
+        # and start no new write behind our back.
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await asyncio.gather(*self._flushes, return_exceptions=True)
         # Whatever is still held was interrupted mid-delivery: it may or may not
         # have been delivered, so it is retried (same idempotency key), not refunded.
