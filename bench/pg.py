@@ -178,7 +178,7 @@ WITH o AS (
 )
 INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
 SELECT o.id, s.ord - 1, s.qty,
-       o.start + (s.ord - 1) * %(fair_share)s,
+       order_task_position(o.start, o.id, (s.ord - 1)::int, %(fair_share)s),
        o.created_at
 FROM o, unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
 """
@@ -261,7 +261,8 @@ SELECT src.id, s.ord - 1, s.qty, st.status,
        CASE WHEN st.status = 'FAILED_RETRYING' THEN now() + interval '1 hour' END,
        CASE WHEN st.status LIKE 'FAILED%%' THEN 'simulated failure on node sim-local-1' END,
        CASE WHEN st.status <> 'PENDING' THEN src.created_at + interval '1 minute' END,
-       extract(epoch FROM src.created_at) + (s.ord - 1) * %(fair_share)s,
+       order_task_position(extract(epoch FROM src.created_at), src.id, (s.ord - 1)::int,
+                           %(fair_share)s),
        CASE WHEN st.status <> 'PENDING' THEN src.created_at + interval '30 seconds' END,
        src.created_at
 FROM src

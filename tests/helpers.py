@@ -24,7 +24,7 @@ def insert_order(
                       VALUES (%s, %s, %s, %s)
                       RETURNING id, created_at, order_queue_start(created_at) AS start)
            INSERT INTO order_tasks (order_id, seq, quantity, queue_position)
-           SELECT o.id, s.ord - 1, s.qty, o.start + s.ord - 1
+           SELECT o.id, s.ord - 1, s.qty, order_task_position(o.start, o.id, (s.ord - 1)::int, 1)
            FROM o, unnest(%s::int[]) WITH ORDINALITY s(qty, ord)
            RETURNING order_id""",
         (quantity, target, backend, len(sizes), sizes),

@@ -273,6 +273,23 @@ async def test_node_circuit_opens_after_consecutive_failures_and_closes_on_succe
     assert state == ("CLOSED", 0)
 
 
+def expected_positions(
+    sql: psycopg.Connection[Any], start: float, order_id: Any
+) -> list[tuple[float]]:
+    """Where the order's tasks belong if the order starts at `start`."""
+    return sql.execute(
+        "SELECT order_task_position(%s, %s, seq, 1.0) FROM order_tasks"
+        " WHERE order_id = %s ORDER BY seq",
+        (start, order_id, order_id),
+    ).fetchall()
+
+
+def positions_of(sql: psycopg.Connection[Any], order_id: Any) -> list[tuple[float]]:
+    return sql.execute(
+        "SELECT queue_position FROM order_tasks WHERE order_id = %s ORDER BY seq", (order_id,)
+    ).fetchall()
+
+
 async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     repo: Repository, sql: psycopg.Connection[Any]
 ) -> None:
@@ -284,10 +301,9 @@ async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     arrival = sql.execute(
         "SELECT extract(epoch FROM created_at)::float8 FROM orders WHERE id = %s", (empty["id"],)
     ).fetchone()
-    first = sql.execute(
-        "SELECT min(queue_position) FROM order_tasks WHERE order_id = %s", (empty["id"],)
-    ).fetchone()
-    assert first == arrival  # nothing waiting: the order starts at its arrival
+    assert arrival is not None
+    # Nothing waiting: the order starts at its arrival.
+    assert positions_of(sql, empty["id"]) == expected_positions(sql, arrival[0], empty["id"])
     # The claimers have worked far ahead of the clock: the front is in the future.
     sql.execute("UPDATE order_tasks SET queue_position = queue_position + 1000")
     front = sql.execute(
@@ -295,7 +311,62 @@ async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     ).fetchone()
     assert front is not None
     later = (await create_order(repo, settings, quantity=800, target="t")).order
-    positions = sql.execute(
-        "SELECT queue_position FROM order_tasks WHERE order_id = %s ORDER BY seq", (later["id"],)
+    assert positions_of(sql, later["id"]) == expected_positions(sql, front[0], later["id"])
+
+
+async def test_the_front_is_searched_from_where_the_claimers_are(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """A retry waiting behind the last completions does not pull a new order
+    back there: the search for the front starts at the furthest of the last
+    completed positions (no walk over the queue already worked through)."""
+    from goodfellaz17.services.orders import create_order
+    from tests.conftest import make_settings
+
+    settings = make_settings()
+    old = insert_order(sql, 400 * 30)
+    sql.execute(
+        """UPDATE order_tasks SET queue_position = extract(epoch FROM now()) + 5000 + seq,
+                  status = CASE WHEN seq < 10 THEN 'COMPLETED' ELSE 'PENDING' END,
+                  executed_at = CASE WHEN seq < 10 THEN now() END
+           WHERE order_id = %s""",
+        (old,),
+    )
+    # A retry queued behind the claimers (its position is the time it failed).
+    sql.execute(
+        """UPDATE order_tasks SET status = 'FAILED_RETRYING', retry_after = now() + interval '1 h',
+                  queue_position = extract(epoch FROM now()) + 3000
+           WHERE order_id = %s AND seq = 10""",
+        (old,),
+    )
+    front = sql.execute(
+        "SELECT queue_position FROM order_tasks WHERE order_id = %s AND seq = 11", (old,)
+    ).fetchone()
+    assert front is not None
+    new = (await create_order(repo, settings, quantity=800, target="t")).order
+    assert positions_of(sql, new["id"]) == expected_positions(sql, front[0], new["id"])
+
+
+async def test_an_order_queues_its_tasks_in_runs_so_a_claim_touches_few_orders(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """Orders started together are fair per round of ten tasks, not per task:
+    a batch of ten usually comes from one or two orders, so its completion
+    updates one or two order rows instead of ten."""
+    orders = [insert_order(sql, 15_000) for _ in range(20)]
+    sql.execute(  # the same start for all
+        "UPDATE order_tasks t SET queue_position = order_task_position(1e6, t.order_id, t.seq, 1.0)"
+    )
+    touched = []
+    for _ in range(20):
+        batch = await claim(repo, limit=10)
+        assert len(batch) == 10
+        touched.append(len({t.order_id for t in batch}))
+    assert sorted(touched)[len(touched) // 2] <= 2, touched
+    # ...and every order got its first run before any order got its third.
+    rounds = sql.execute(
+        """SELECT order_id, max(seq) / 10 FROM order_tasks WHERE status = 'EXECUTING'
+           GROUP BY order_id"""
     ).fetchall()
-    assert positions == [(front[0],), (front[0] + 1,)]  # at the front, one second apart
+    assert {r[0] for r in rounds} == set(orders)
+    assert max(r[1] for r in rounds) == 0

@@ -19,10 +19,11 @@ WITH new_order AS (
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
-    -- The order joins the queue at its front (order_queue_start, migration 0005).
+    -- The order joins the queue at its front, its tasks in runs of ten
+    -- (order_queue_start and order_task_position, migrations 0005 and 0007).
     INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
     SELECT o.id, s.ord - 1, s.qty,
-           q.start + (s.ord - 1) * %(fair_share_seconds)s,
+           order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s),
            o.created_at
     FROM new_order o
     CROSS JOIN LATERAL (SELECT order_queue_start(o.created_at) AS start) q
@@ -171,55 +172,10 @@ RETURNING id, quantity;
 -- workers hold, only for backends with a healthy node, never for a COMPLETED
 -- order, and not at all while chaos injection pauses the workers. Each claim
 -- gets a new fencing token and a node, round-robin over the healthy ones.
-WITH healthy AS (
-    SELECT provider, array_agg(id ORDER BY id) AS node_ids
-    FROM nodes
-    WHERE enabled
-      AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now())
-    GROUP BY provider
-), due AS (
-    -- The order is looked up per task in queue order (the OFFSET 0 keeps the
-    -- planner from turning this into a join over every waiting task and a
-    -- sort): whatever the statistics say, a claim reads the queue index from
-    -- its position and stops after `limit` tasks.
-    SELECT t.id, o.target, o.backend
-    FROM order_tasks t
-    CROSS JOIN LATERAL (
-        SELECT o.target, o.backend FROM orders o
-        WHERE o.id = t.order_id AND o.status <> 'COMPLETED'
-        OFFSET 0
-    ) o
-    WHERE t.status IN ('PENDING', 'FAILED_RETRYING')
-      AND (t.retry_after IS NULL OR t.retry_after <= now())
-      AND t.queue_position >= %(from_position)s
-      AND o.backend IN (SELECT provider FROM healthy)
-      AND NOT EXISTS (
-          SELECT 1 FROM chaos_settings c
-          WHERE c.enabled AND c.worker_paused AND (c.expires_at IS NULL OR c.expires_at > now()))
-    ORDER BY t.queue_position
-    LIMIT %(limit)s
-    FOR UPDATE OF t SKIP LOCKED
-), assigned AS (
-    SELECT d.id, d.target, d.backend,
-           h.node_ids[1 + ((row_number() OVER () + %(node_offset)s) %% cardinality(h.node_ids))]
-               AS node_id
-    FROM due d
-    JOIN healthy h ON h.provider = d.backend
-)
-UPDATE order_tasks t SET
-    status = 'EXECUTING',
-    attempts = t.attempts + 1,
-    lease_owner = %(worker_id)s,
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    fencing_token = nextval('order_tasks_fencing_token_seq'),
-    node_id = a.node_id,
-    started_at = now()
-FROM assigned a
-JOIN nodes n ON n.id = a.node_id
-WHERE t.id = a.id
-RETURNING t.id, t.order_id, t.seq, t.quantity, t.attempts, t.fencing_token, t.queue_position,
-          a.target, a.backend, n.id AS node_id, n.node_identifier, n.endpoint,
-          n.capacity_per_hour;
+-- The statement itself is the function task_claim_batch (migration 0007),
+-- so that its plan never depends on the tables' statistics.
+SELECT * FROM task_claim_batch(%(worker_id)s::text, %(limit)s::int, %(lease_seconds)s::float8,
+                               %(from_position)s::float8, %(node_offset)s::int);
 
 -- name: task_next_retry_at
 -- When the earliest backing-off task becomes due, so an idle worker can wake then.
@@ -235,37 +191,12 @@ WHERE status = 'FAILED_RETRYING';
 -- with full jitter from the worker); permanent errors and exhausted attempts
 -- go to the dead-letter queue. The accounting triggers add the units to the
 -- orders once for the statement.
-WITH completed AS (
-    UPDATE order_tasks t SET
-        status = 'COMPLETED',
-        executed_at = now()
-    FROM unnest(%(done_ids)s::uuid[], %(done_tokens)s::bigint[]) AS c (id, token)
-    WHERE t.id = c.id
-      AND t.fencing_token = c.token
-      AND t.status = 'EXECUTING'
-    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
-), failed AS (
-    UPDATE order_tasks t SET
-        status = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                      THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
-        retry_after = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                           THEN NULL ELSE now() + make_interval(secs => f.delay) END,
-        queue_position = CASE WHEN f.permanent OR t.attempts >= %(max_attempts)s
-                              THEN t.queue_position
-                              ELSE extract(epoch FROM now()) + f.delay END,
-        last_error = f.error,
-        executed_at = now()
-    FROM unnest(%(failed_ids)s::uuid[], %(failed_tokens)s::bigint[], %(errors)s::text[],
-                %(permanent)s::boolean[], %(delays)s::double precision[])
-         AS f (id, token, error, permanent, delay)
-    WHERE t.id = f.id
-      AND t.fencing_token = f.token
-      AND t.status = 'EXECUTING'
-    RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
-)
-SELECT * FROM completed
-UNION ALL
-SELECT * FROM failed;
+-- The statement itself is the function task_record_outcomes (migration 0007),
+-- so that its plan never depends on the tables' statistics.
+SELECT * FROM task_record_outcomes(
+    %(done_ids)s::uuid[], %(done_tokens)s::bigint[],
+    %(failed_ids)s::uuid[], %(failed_tokens)s::bigint[], %(errors)s::text[],
+    %(permanent)s::boolean[], %(delays)s::double precision[], %(max_attempts)s::int);
 
 -- name: task_release_many
 -- A stopping worker hands back claims it never started: PENDING again, and
