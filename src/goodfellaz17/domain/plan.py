@@ -9,7 +9,7 @@ def plan_task_sizes(quantity: int, task_size: int) -> list[int]:
     """Split `quantity` into ceil(quantity / task_size) near-equal tasks.
 
     Sizes differ by at most one, never exceed `task_size`, and sum exactly to
-    `quantity`: 15,000 at 400 gives 38 tasks (26 x 395 and 12 x 394).
+    `quantity`: 15,000 at 400 gives 38 tasks (28 x 395 and 10 x 394).
     """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
