@@ -59,14 +59,22 @@ $$;
 --    young or freshly vacuumed orders table (a few pages) the planner
 --    preferred a sequential scan of orders, and the cached plan kept it while
 --    the table grew (under an old snapshot, with every dead version). The
---    function now plans without sequential, bitmap or hash scans of orders,
---    and checks "is this order still PENDING" with one index probe per order.
+--    function now plans without sequential, bitmap, hash or merge scans of
+--    orders, and checks "is this order still PENDING" with one primary-key
+--    probe per order: OFFSET 0 keeps that check a per-order subplan rather
+--    than a join over every PENDING order, and `IS TRUE` keeps the status
+--    out of the index condition (with young statistics the planner otherwise
+--    walked the index on (status, created_at) through every PENDING order for
+--    each probe). Since orders are queued in runs (1), an order's row carries
+--    a few versions, not one per task, so the probe stays short under an old
+--    snapshot. The body is the one of migration 0006 otherwise.
 
 CREATE OR REPLACE FUNCTION order_tasks_apply_changes(changes task_change[], due_count bigint)
 RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     touched uuid[];
@@ -84,7 +92,8 @@ BEGIN
         FROM d
         WHERE d.d_delivered <> 0 OR d.d_dead <> 0
            OR (d.started AND EXISTS (SELECT 1 FROM orders o
-                                      WHERE o.id = d.order_id AND o.status = 'PENDING'
+                                      WHERE o.id = d.order_id
+                                        AND (o.status = 'PENDING') IS TRUE
                                       OFFSET 0));
 
         IF touched IS NOT NULL THEN
