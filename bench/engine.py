@@ -267,6 +267,7 @@ def run_open_txn_condition(
             holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             holder.execute("SELECT count(*) FROM orders").fetchone()  # snapshot taken, then idle
         window_s = cfg.open_txn_hold_seconds / cfg.open_txn_windows
+        last_reads = _reads(admin)
         mark = _delivered(admin)
         deadline = time.monotonic() + cfg.open_txn_hold_seconds
         next_mark = time.monotonic() + window_s
@@ -279,13 +280,16 @@ def run_open_txn_condition(
             if time.monotonic() >= next_mark:
                 units = delivered - mark[0]
                 seconds = (at - mark[1]).total_seconds()
+                reads = _reads(admin)
                 windows.append(
                     {
                         "seconds": seconds,
                         "units": units,
                         "tasks_per_s": units * tasks_per_unit / seconds,
+                        "reads": {k: v - last_reads.get(k, 0) for k, v in reads.items()},
                     }
                 )
+                last_reads = reads
                 mark = (delivered, at)
                 next_mark += window_s
             time.sleep(0.2)
@@ -297,6 +301,18 @@ def run_open_txn_condition(
             holder.close()
         stop(workers)
     return {"held": held, "windows": windows, "hold_seconds": hold_seconds, "dead_tuples": dead}
+
+
+def _reads(admin: psycopg.Connection[Any]) -> dict[str, int]:
+    """Tuples read so far, per index and per table scanned sequentially: where
+    the database spends its reads, window by window."""
+    rows = admin.execute(
+        "SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes "
+        "WHERE relname IN ('orders', 'order_tasks', 'nodes') "
+        "UNION ALL SELECT relname || ' (seq)', seq_tup_read FROM pg_stat_user_tables "
+        "WHERE relname IN ('orders', 'order_tasks', 'nodes')"
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def _delivered(admin: psycopg.Connection[Any]) -> tuple[int, Any]:

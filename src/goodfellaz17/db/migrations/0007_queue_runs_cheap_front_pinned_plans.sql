@@ -218,8 +218,12 @@ $$;
 --    token" by reading the whole partial index of EXECUTING tasks and hashing
 --    it: cheap while that index is small, but under an old snapshot it keeps
 --    an entry for every task that has passed through EXECUTING since, so each
---    completion got slower than the last. The statement moves, unchanged,
---    into a function planned with one primary-key probe per task.
+--    completion got slower than the last. The statement moves into a
+--    function planned with one primary-key probe per task; its status guard
+--    is written `(status = 'EXECUTING') IS TRUE` so that the partial index
+--    cannot serve it at all (with a few executing tasks in the statistics,
+--    even with hash and merge joins off, the planner read that whole index
+--    into a nested loop for each statement).
 
 CREATE FUNCTION task_record_outcomes(p_done_ids uuid[], p_done_tokens bigint[],
                                      p_failed_ids uuid[], p_failed_tokens bigint[],
@@ -242,7 +246,7 @@ BEGIN
         FROM unnest(p_done_ids, p_done_tokens) AS c (id, token)
         WHERE t.id = c.id
           AND t.fencing_token = c.token
-          AND t.status = 'EXECUTING'
+          AND (t.status = 'EXECUTING') IS TRUE
         RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
     ), failed AS (
         UPDATE order_tasks t SET
@@ -260,7 +264,7 @@ BEGIN
              AS f (id, token, error, permanent, delay)
         WHERE t.id = f.id
           AND t.fencing_token = f.token
-          AND t.status = 'EXECUTING'
+          AND (t.status = 'EXECUTING') IS TRUE
         RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
     )
     SELECT * FROM completed
