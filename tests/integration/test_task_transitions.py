@@ -290,6 +290,16 @@ def positions_of(sql: psycopg.Connection[Any], order_id: Any) -> list[tuple[floa
     ).fetchall()
 
 
+async def assert_a_new_order_starts_at(
+    repo: Repository, sql: psycopg.Connection[Any], start: float
+) -> None:
+    from goodfellaz17.services.orders import create_order
+    from tests.conftest import make_settings
+
+    order = (await create_order(repo, make_settings(), quantity=800, target="t")).order
+    assert positions_of(sql, order["id"]) == expected_positions(sql, start, order["id"])
+
+
 async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     repo: Repository, sql: psycopg.Connection[Any]
 ) -> None:
@@ -310,8 +320,7 @@ async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
         "SELECT min(queue_position) FROM order_tasks WHERE status = 'PENDING'"
     ).fetchone()
     assert front is not None
-    later = (await create_order(repo, settings, quantity=800, target="t")).order
-    assert positions_of(sql, later["id"]) == expected_positions(sql, front[0], later["id"])
+    await assert_a_new_order_starts_at(repo, sql, front[0])
 
 
 async def test_the_front_is_searched_from_where_the_claimers_are(
@@ -320,10 +329,6 @@ async def test_the_front_is_searched_from_where_the_claimers_are(
     """A retry waiting behind the last completions does not pull a new order
     back there: the search for the front starts at the furthest of the last
     completed positions (no walk over the queue already worked through)."""
-    from goodfellaz17.services.orders import create_order
-    from tests.conftest import make_settings
-
-    settings = make_settings()
     old = insert_order(sql, 400 * 30)
     sql.execute(
         """UPDATE order_tasks SET queue_position = extract(epoch FROM now()) + 5000 + seq,
@@ -343,8 +348,7 @@ async def test_the_front_is_searched_from_where_the_claimers_are(
         "SELECT queue_position FROM order_tasks WHERE order_id = %s AND seq = 11", (old,)
     ).fetchone()
     assert front is not None
-    new = (await create_order(repo, settings, quantity=800, target="t")).order
-    assert positions_of(sql, new["id"]) == expected_positions(sql, front[0], new["id"])
+    await assert_a_new_order_starts_at(repo, sql, front[0])
 
 
 async def test_an_order_queues_its_tasks_in_runs_so_a_claim_touches_few_orders(
