@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from goodfellaz17.db.repository import Repository
-from goodfellaz17.domain.invariants import CHECKS
 from goodfellaz17.domain.states import OrderStatus, TaskStatus
 from goodfellaz17.errors import NotFound
 from goodfellaz17.services import capacity, orders, progress
+from goodfellaz17.services.invariants import describe_checks
 from goodfellaz17.settings import Settings
 
 STUCK_AFTER_SECONDS = 2 * 3600.0  # the runbook's "orders stuck over 2 hours"
@@ -129,16 +129,7 @@ async def order_invariants(repo: Repository, order_id: uuid.UUID) -> dict[str, A
         rows = await repo.order_invariant_rows(conn, order_id)
     if not rows:
         raise NotFound(f"order {order_id} not found", field="orderId")
-    checks = [
-        {
-            "name": r["check_name"],
-            "description": CHECKS.get(r["check_name"], ""),
-            "expected": r["expected"],
-            "actual": r["actual"],
-            "passed": bool(r["passed"]),
-        }
-        for r in rows
-    ]
+    checks = describe_checks(rows)
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 

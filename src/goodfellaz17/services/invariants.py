@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -17,22 +18,27 @@ from goodfellaz17.domain.invariants import CHECKS
 from goodfellaz17.errors import InvalidInput, NotFound
 
 
+def describe_checks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """An order's rows of v_order_invariants as the API and the console show them."""
+    return [
+        {
+            "name": r["check_name"],
+            "description": CHECKS.get(r["check_name"], ""),
+            "expected": r["expected"],
+            "actual": r["actual"],
+            "passed": bool(r["passed"]),
+        }
+        for r in rows
+    ]
+
+
 async def check_order(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
     started = time.perf_counter()
     async with repo.transaction() as conn:
         rows = await repo.order_invariant_rows(conn, order_id)
         if not rows:
             raise NotFound(f"order {order_id} not found", field="orderId")
-        checks = [
-            {
-                "name": r["check_name"],
-                "description": CHECKS.get(r["check_name"], ""),
-                "expected": r["expected"],
-                "actual": r["actual"],
-                "passed": r["passed"],
-            }
-            for r in rows
-        ]
+        checks = describe_checks(rows)
         passed = all(c["passed"] for c in checks)
         duration_ms = (time.perf_counter() - started) * 1000
         checked_at = await repo.log_invariant_check(
