@@ -42,8 +42,8 @@ from bench.procs import (
 )
 from bench.stats import percentile
 from goodfellaz17.db.queries import load_queries
-from goodfellaz17.db.repository import FAIR_SHARE_SECONDS
 from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS
 
 API_KEY = "bench-operator-key-0123456789"
 HEADERS = {"X-Api-Key": API_KEY}

@@ -24,8 +24,8 @@ import psutil
 import psycopg
 
 from goodfellaz17.db.migrate import apply_migrations
-from goodfellaz17.db.repository import FAIR_SHARE_SECONDS
 from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS
 
 PRODUCT_DB = "bench"
 PEER_DB = "bench_peer"

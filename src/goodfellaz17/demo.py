@@ -86,7 +86,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> bool
 async def _run(settings: Settings, options: DemoOptions, url: str, console: Console) -> bool:
     async with open_pool(url, settings, min_size=1, max_size=2) as pool:
         repo = Repository(pool)
-        await repo.upsert_node("simulated", DEMO_NODE, capacity_per_hour=options.rate * 3600)
+        await repo.node_upsert("simulated", DEMO_NODE, capacity_per_hour=options.rate * 3600)
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings, url, run_worker=True),
@@ -134,7 +134,7 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
 
 
 async def _snapshot(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
-    order = await repo.get_order(order_id)
+    order = await repo.order_get(order_id)
     assert order is not None
     counts = dict.fromkeys(STATUSES, 0)
     for row in await repo.order_task_summary(order_id):

@@ -18,12 +18,12 @@ async def claim(
     repo: Repository, worker: str = "w1", limit: int = 10, lease: float = LEASE
 ) -> list[Any]:
     async with repo.transaction() as conn:
-        return await repo.claim_tasks(conn, worker_id=worker, limit=limit, lease_seconds=lease)
+        return await repo.task_claim_batch(conn, worker_id=worker, limit=limit, lease_seconds=lease)
 
 
 async def complete(repo: Repository, tasks: list[Any]) -> set[Any]:
     async with repo.connection() as conn:
-        rows = await repo.record_outcomes(
+        rows = await repo.task_record_outcomes(
             conn, [(t.id, t.fencing_token) for t in tasks], [], max_attempts=5
         )
     return {r["id"] for r in rows}
@@ -39,12 +39,12 @@ async def fail(
 ) -> list[Any]:
     failures = [TaskFailure(t.id, t.fencing_token, "boom", permanent, delay) for t in tasks]
     async with repo.connection() as conn:
-        return await repo.record_outcomes(conn, [], failures, max_attempts=max_attempts)
+        return await repo.task_record_outcomes(conn, [], failures, max_attempts=max_attempts)
 
 
 async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:
     async with repo.transaction() as conn:
-        return await repo.rescue_orphans(
+        return await repo.task_rescue_orphans(
             conn, limit=100, max_attempts=max_attempts, backoff_base=0.0, backoff_max=0.0
         )
 
@@ -172,7 +172,7 @@ async def test_released_claim_goes_back_to_pending_with_its_attempt_refunded(
     insert_order(sql, 400)
     [task] = await claim(repo)
     async with repo.transaction() as conn:
-        assert await repo.release_tasks(conn, [(task.id, task.fencing_token)]) == {task.id}
+        assert await repo.task_release_many(conn, [(task.id, task.fencing_token)]) == {task.id}
     row = sql.execute("SELECT status, attempts FROM order_tasks").fetchone()
     assert row == ("PENDING", 0)
 
@@ -183,8 +183,12 @@ async def test_lease_extension_needs_the_current_token(
     insert_order(sql, 400)
     [task] = await claim(repo, lease=5)
     async with repo.transaction() as conn:
-        assert await repo.extend_leases(conn, [(task.id, task.fencing_token)], 600) == {task.id}
-        assert await repo.extend_leases(conn, [(task.id, task.fencing_token + 999)], 600) == set()
+        assert await repo.task_extend_leases(conn, [(task.id, task.fencing_token)], 600) == {
+            task.id
+        }
+        assert (
+            await repo.task_extend_leases(conn, [(task.id, task.fencing_token + 999)], 600) == set()
+        )
     remaining = sql.execute(
         "SELECT lease_expires_at - now() > interval '500 s' FROM order_tasks"
     ).fetchone()
@@ -257,7 +261,7 @@ async def test_node_circuit_opens_after_consecutive_failures_and_closes_on_succe
     node_id = sql.execute("SELECT id FROM nodes").fetchone()
     assert node_id is not None
     async with repo.transaction() as conn:
-        await repo.record_node_outcomes(
+        await repo.node_record_outcomes(
             conn,
             [NodeOutcome(node_id[0], 0, 5, False, 5, "HTTP 503")],
             threshold=5,
@@ -266,7 +270,7 @@ async def test_node_circuit_opens_after_consecutive_failures_and_closes_on_succe
     state = sql.execute("SELECT circuit_state, circuit_opened_until > now() FROM nodes").fetchone()
     assert state == ("OPEN", True)
     async with repo.transaction() as conn:
-        await repo.record_node_outcomes(
+        await repo.node_record_outcomes(
             conn, [NodeOutcome(node_id[0], 400, 0, True, 0, None)], threshold=5, cooldown_seconds=60
         )
     state = sql.execute("SELECT circuit_state, consecutive_failures FROM nodes").fetchone()

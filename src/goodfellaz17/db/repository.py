@@ -23,10 +23,6 @@ from goodfellaz17.db.queries import load_queries
 
 Row = dict[str, Any]
 
-# One second of queue position per task already ahead in the same order:
-# a big order interleaves with later orders instead of blocking them.
-FAIR_SHARE_SECONDS = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
@@ -98,7 +94,7 @@ class Repository:
 
     # ------------------------------------------------------------ orders
 
-    async def create_order(
+    async def order_create(
         self,
         *,
         quantity: int,
@@ -107,6 +103,7 @@ class Repository:
         sizes: Sequence[int],
         idempotency_key: str | None,
         request_hash: str | None,
+        fair_share_seconds: float,
     ) -> Row | None:
         """Insert the order and its tasks; None when the idempotency key exists."""
         return await self._fetchone(
@@ -118,17 +115,17 @@ class Repository:
                 "sizes": list(sizes),
                 "idempotency_key": idempotency_key,
                 "request_hash": request_hash,
-                "fair_share_seconds": FAIR_SHARE_SECONDS,
+                "fair_share_seconds": fair_share_seconds,
             },
         )
 
-    async def get_order(self, order_id: uuid.UUID, conn: AsyncConn | None = None) -> Row | None:
+    async def order_get(self, order_id: uuid.UUID, conn: AsyncConn | None = None) -> Row | None:
         return await self._fetchone("order_get", {"order_id": order_id}, conn)
 
-    async def get_order_by_idempotency_key(self, key: str) -> Row | None:
+    async def order_get_by_idempotency_key(self, key: str) -> Row | None:
         return await self._fetchone("order_get_by_idempotency_key", {"idempotency_key": key})
 
-    async def list_orders(
+    async def order_list(
         self,
         *,
         status: str | None,
@@ -150,7 +147,7 @@ class Repository:
     ) -> list[DictRow]:
         return await self._fetchall("order_task_summary", {"order_id": order_id}, conn)
 
-    async def list_order_tasks(self, order_id: uuid.UUID) -> list[DictRow]:
+    async def order_tasks_list(self, order_id: uuid.UUID) -> list[DictRow]:
         return await self._fetchall("order_tasks_list", {"order_id": order_id})
 
     async def order_progress(
@@ -160,25 +157,27 @@ class Repository:
             "order_progress", {"order_id": order_id, "window_seconds": window_seconds}, conn
         )
 
-    async def list_failed_tasks(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
+    async def order_failed_tasks(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
         return await self._fetchall("order_failed_tasks", {"order_id": order_id, "limit": limit})
 
-    async def lock_order_for_action(self, conn: AsyncConn, order_id: uuid.UUID) -> Row | None:
+    async def order_lock_for_action(self, conn: AsyncConn, order_id: uuid.UUID) -> Row | None:
         """Lock the order's open tasks; the order with open task counts, or None."""
         return await self._fetchone("order_lock_for_action", {"order_id": order_id}, conn)
 
-    async def retry_tasks_now(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+    async def order_tasks_retry_now(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
         return await self._fetchall("order_tasks_retry_now", {"order_id": order_id}, conn)
 
-    async def drain_dead_letters(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+    async def order_tasks_drain_dead_letters(
+        self, conn: AsyncConn, order_id: uuid.UUID
+    ) -> list[DictRow]:
         return await self._fetchall("order_tasks_drain_dead_letters", {"order_id": order_id}, conn)
 
-    async def force_complete_order(self, conn: AsyncConn, order_id: uuid.UUID) -> bool:
+    async def order_force_complete(self, conn: AsyncConn, order_id: uuid.UUID) -> bool:
         return (
             await self._fetchone("order_force_complete", {"order_id": order_id}, conn) is not None
         )
 
-    async def cancel_open_tasks(
+    async def order_tasks_cancel_open(
         self, conn: AsyncConn, order_id: uuid.UUID, *, reason: str, include_executing: bool
     ) -> list[DictRow]:
         return await self._fetchall(
@@ -189,7 +188,7 @@ class Repository:
 
     # ------------------------------------------------------------ tasks
 
-    async def claim_tasks(
+    async def task_claim_batch(
         self,
         conn: AsyncConn,
         *,
@@ -229,12 +228,12 @@ class Repository:
             for r in rows
         ]
 
-    async def next_retry_at(self, conn: AsyncConn) -> tuple[datetime | None, datetime]:
+    async def task_next_retry_at(self, conn: AsyncConn) -> tuple[datetime | None, datetime]:
         row = await self._fetchone("task_next_retry_at", None, conn)
         assert row is not None
         return row["next_retry_at"], row["db_now"]
 
-    async def record_outcomes(
+    async def task_record_outcomes(
         self,
         conn: AsyncConn,
         successes: Sequence[tuple[uuid.UUID, int]],
@@ -259,7 +258,7 @@ class Repository:
             conn,
         )
 
-    async def release_tasks(
+    async def task_release_many(
         self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]]
     ) -> set[uuid.UUID]:
         rows = await self._fetchall(
@@ -269,7 +268,7 @@ class Repository:
         )
         return {r["id"] for r in rows}
 
-    async def extend_leases(
+    async def task_extend_leases(
         self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
     ) -> set[uuid.UUID]:
         rows = await self._fetchall(
@@ -283,7 +282,7 @@ class Repository:
         )
         return {r["id"] for r in rows}
 
-    async def rescue_orphans(
+    async def task_rescue_orphans(
         self,
         conn: AsyncConn,
         *,
@@ -305,7 +304,7 @@ class Repository:
 
     # ------------------------------------------------------------ nodes
 
-    async def record_node_outcomes(
+    async def node_record_outcomes(
         self,
         conn: AsyncConn,
         outcomes: Sequence[NodeOutcome],
@@ -327,7 +326,7 @@ class Repository:
             },
         )
 
-    async def create_node(
+    async def node_create(
         self,
         *,
         provider: str,
@@ -347,7 +346,7 @@ class Repository:
             conn,
         )
 
-    async def upsert_node(
+    async def node_upsert(
         self, provider: str, node_identifier: str, *, capacity_per_hour: int
     ) -> Row | None:
         return await self._fetchone(
@@ -359,10 +358,10 @@ class Repository:
             },
         )
 
-    async def list_nodes(self) -> list[DictRow]:
+    async def node_list(self) -> list[DictRow]:
         return await self._fetchall("node_list")
 
-    async def set_node_enabled(
+    async def node_set_enabled(
         self, node_id: int, enabled: bool, conn: AsyncConn | None = None
     ) -> Row | None:
         return await self._fetchone(
@@ -371,17 +370,17 @@ class Repository:
 
     # ------------------------------------------------------------ workers
 
-    async def register_worker(
+    async def worker_register(
         self, conn: AsyncConn, worker_id: str, hostname: str, pid: int
     ) -> None:
         await conn.execute(
             self.q["worker_register"], {"worker_id": worker_id, "hostname": hostname, "pid": pid}
         )
 
-    async def heartbeat_worker(self, conn: AsyncConn, **values: Any) -> None:
+    async def worker_heartbeat(self, conn: AsyncConn, **values: Any) -> None:
         await conn.execute(self.q["worker_heartbeat"], values)
 
-    async def list_workers(self, *, stale_after_seconds: float, limit: int) -> list[DictRow]:
+    async def worker_list(self, *, stale_after_seconds: float, limit: int) -> list[DictRow]:
         return await self._fetchall(
             "worker_list", {"stale_after_seconds": stale_after_seconds, "limit": limit}
         )
@@ -393,10 +392,10 @@ class Repository:
 
     # ------------------------------------------------------------ invariants
 
-    async def order_invariant_rows(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
+    async def invariant_order_checks(self, conn: AsyncConn, order_id: uuid.UUID) -> list[DictRow]:
         return await self._fetchall("invariant_order_checks", {"order_id": order_id}, conn)
 
-    async def global_invariant_summary(
+    async def invariant_global_summary(
         self, conn: AsyncConn, max_violations: int = 1000
     ) -> DictRow:
         row = await self._fetchone(
@@ -405,29 +404,29 @@ class Repository:
         assert row is not None
         return row
 
-    async def log_invariant_check(self, conn: AsyncConn, **values: Any) -> datetime:
+    async def invariant_log_order(self, conn: AsyncConn, **values: Any) -> datetime:
         row = await self._fetchone("invariant_log_order", values, conn)
         assert row is not None
         ts: datetime = row["check_timestamp"]
         return ts
 
-    async def log_global_invariant_check(self, conn: AsyncConn, **values: Any) -> datetime:
+    async def invariant_log_global(self, conn: AsyncConn, **values: Any) -> datetime:
         row = await self._fetchone("invariant_log_global", values, conn)
         assert row is not None
         ts: datetime = row["check_timestamp"]
         return ts
 
-    async def list_orphans(self, conn: AsyncConn, *, limit: int) -> list[DictRow]:
+    async def invariant_orphans(self, conn: AsyncConn, *, limit: int) -> list[DictRow]:
         return await self._fetchall("invariant_orphans", {"limit": limit}, conn)
 
     # ------------------------------------------------------------ chaos
 
-    async def get_chaos(self, conn: AsyncConn | None = None) -> Row:
+    async def chaos_get(self, conn: AsyncConn | None = None) -> Row:
         row = await self._fetchone("chaos_get", None, conn)
         assert row is not None, "chaos_settings row is created by the migrations"
         return row
 
-    async def enable_chaos(
+    async def chaos_enable(
         self,
         conn: AsyncConn,
         *,
@@ -451,17 +450,17 @@ class Repository:
         assert row is not None, "chaos_settings row is created by the migrations"
         return row
 
-    async def disable_chaos(self, conn: AsyncConn, *, actor: str) -> Row:
+    async def chaos_disable(self, conn: AsyncConn, *, actor: str) -> Row:
         row = await self._fetchone("chaos_disable", {"actor": actor}, conn)
         assert row is not None, "chaos_settings row is created by the migrations"
         return row
 
-    async def notify_tasks_due(self, conn: AsyncConn, payload: str) -> None:
+    async def tasks_due_notify(self, conn: AsyncConn, payload: str) -> None:
         await conn.execute(self.q["tasks_due_notify"], {"payload": payload})
 
     # ------------------------------------------------------------ operator actions
 
-    async def record_operator_action(
+    async def operator_action_record(
         self,
         conn: AsyncConn,
         *,
@@ -501,10 +500,12 @@ class Repository:
         assert row is not None, "an aggregate always returns a row"
         return row
 
-    async def delivered_per_minute(self, *, minutes: int) -> list[DictRow]:
+    async def task_delivered_per_minute(self, *, minutes: int) -> list[DictRow]:
         return await self._fetchall("task_delivered_per_minute", {"minutes": minutes})
 
-    async def list_order_actions(self, order_id: uuid.UUID, *, limit: int) -> list[DictRow]:
+    async def operator_action_list_for_order(
+        self, order_id: uuid.UUID, *, limit: int
+    ) -> list[DictRow]:
         return await self._fetchall(
             "operator_action_list_for_order", {"order_id": order_id, "limit": limit}
         )

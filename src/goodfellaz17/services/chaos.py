@@ -44,7 +44,7 @@ def _state(row: Row) -> dict[str, Any]:
 
 
 async def chaos_status(repo: Repository) -> dict[str, Any]:
-    return _state(await repo.get_chaos())
+    return _state(await repo.chaos_get())
 
 
 def _validate(failure_rate: float, latency_ms: int, ttl_seconds: float) -> None:
@@ -82,7 +82,7 @@ async def enable_chaos(
         "ttlSeconds": ttl,
     }
     async with repo.transaction() as conn:
-        row = await repo.enable_chaos(
+        row = await repo.chaos_enable(
             conn,
             worker_paused=worker_paused,
             failure_rate=failure_rate,
@@ -90,10 +90,10 @@ async def enable_chaos(
             ttl_seconds=ttl,
             actor=actor,
         )
-        await repo.record_operator_action(
+        await repo.operator_action_record(
             conn, action="chaos_enable", order_id=None, actor=actor, details=Jsonb(details)
         )
-        await repo.notify_tasks_due(conn, "chaos")
+        await repo.tasks_due_notify(conn, "chaos")
     log.warning(
         "chaos enabled",
         actor=actor,
@@ -107,10 +107,10 @@ async def enable_chaos(
 
 async def disable_chaos(repo: Repository, *, actor: str) -> dict[str, Any]:
     async with repo.transaction() as conn:
-        row = await repo.disable_chaos(conn, actor=actor)
-        await repo.record_operator_action(
+        row = await repo.chaos_disable(conn, actor=actor)
+        await repo.operator_action_record(
             conn, action="chaos_disable", order_id=None, actor=actor, details=Jsonb({})
         )
-        await repo.notify_tasks_due(conn, "chaos")
+        await repo.tasks_due_notify(conn, "chaos")
     log.info("chaos disabled", actor=actor)
     return _state(row)

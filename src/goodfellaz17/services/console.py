@@ -84,7 +84,7 @@ async def delivered_per_minute(
     repo: Repository, minutes: int = CHART_MINUTES
 ) -> list[dict[str, Any]]:
     """Units delivered in each of the last `minutes` minutes, oldest first."""
-    rows = await repo.delivered_per_minute(minutes=minutes)
+    rows = await repo.task_delivered_per_minute(minutes=minutes)
     return [{"minute": r["minute"], "units": int(r["units"])} for r in rows]
 
 
@@ -126,7 +126,7 @@ async def order_page(
 async def order_invariants(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
     """The order's invariant checks as they stand (read from the view, not logged)."""
     async with repo.connection() as conn:
-        rows = await repo.order_invariant_rows(conn, order_id)
+        rows = await repo.invariant_order_checks(conn, order_id)
     if not rows:
         raise NotFound(f"order {order_id} not found", field="orderId")
     checks = describe_checks(rows)
@@ -140,7 +140,7 @@ async def order_detail(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
     prog = await progress.order_progress(repo, order_id)
     dead = await progress.failed_tasks(repo, order_id, limit=DEAD_LETTERS_SHOWN)
     inv = await order_invariants(repo, order_id)
-    actions = await repo.list_order_actions(order_id, limit=ACTIONS_SHOWN)
+    actions = await repo.operator_action_list_for_order(order_id, limit=ACTIONS_SHOWN)
     summary = order_summary(dict(order), datetime.now(UTC))
     return {
         "order": summary,

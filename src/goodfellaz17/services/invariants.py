@@ -35,13 +35,13 @@ def describe_checks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 async def check_order(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
     started = time.perf_counter()
     async with repo.transaction() as conn:
-        rows = await repo.order_invariant_rows(conn, order_id)
+        rows = await repo.invariant_order_checks(conn, order_id)
         if not rows:
             raise NotFound(f"order {order_id} not found", field="orderId")
         checks = describe_checks(rows)
         passed = all(c["passed"] for c in checks)
         duration_ms = (time.perf_counter() - started) * 1000
-        checked_at = await repo.log_invariant_check(
+        checked_at = await repo.invariant_log_order(
             conn,
             order_id=order_id,
             scope="ORDER",
@@ -64,7 +64,7 @@ async def check_all(repo: Repository) -> dict[str, Any]:
     """Every order, every check, in one aggregate statement."""
     started = time.perf_counter()
     async with repo.transaction() as conn:
-        summary = await repo.global_invariant_summary(conn)
+        summary = await repo.invariant_global_summary(conn)
         violations = [
             {
                 "orderId": str(v["order_id"]),
@@ -77,7 +77,7 @@ async def check_all(repo: Repository) -> dict[str, Any]:
         violation_count = int(summary["violation_count"])
         duration_ms = (time.perf_counter() - started) * 1000
         passed = not violations
-        checked_at = await repo.log_global_invariant_check(
+        checked_at = await repo.invariant_log_global(
             conn,
             passed=passed,
             violations=Jsonb(violations),
@@ -103,7 +103,7 @@ async def check_orphans(repo: Repository, *, limit: int = 1000) -> dict[str, Any
         raise InvalidInput("limit must be between 1 and 10000", field="limit")
     started = time.perf_counter()
     async with repo.transaction() as conn:
-        rows = await repo.list_orphans(conn, limit=limit)
+        rows = await repo.invariant_orphans(conn, limit=limit)
         orphans = [
             {
                 "taskId": str(r["id"]),
@@ -122,7 +122,7 @@ async def check_orphans(repo: Repository, *, limit: int = 1000) -> dict[str, Any
         count = int(rows[0]["total"]) if rows else 0
         passed = count == 0
         duration_ms = (time.perf_counter() - started) * 1000
-        checked_at = await repo.log_invariant_check(
+        checked_at = await repo.invariant_log_order(
             conn,
             order_id=None,
             scope="GLOBAL",

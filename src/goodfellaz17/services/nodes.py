@@ -122,7 +122,7 @@ async def register_node(
 ) -> dict[str, Any]:
     endpoint, capacity = validate_node(provider, node_identifier, endpoint, capacity_per_hour)
     async with repo.transaction() as conn:
-        row = await repo.create_node(
+        row = await repo.node_create(
             provider=provider,
             node_identifier=node_identifier,
             endpoint=endpoint,
@@ -134,7 +134,7 @@ async def register_node(
                 f"a {provider} node {node_identifier!r} is already registered",
                 field="nodeIdentifier",
             )
-        await repo.record_operator_action(
+        await repo.operator_action_record(
             conn,
             action="node_register",
             order_id=None,
@@ -146,17 +146,17 @@ async def register_node(
 
 
 async def list_nodes(repo: Repository) -> list[dict[str, Any]]:
-    return [node_view(r) for r in await repo.list_nodes()]
+    return [node_view(r) for r in await repo.node_list()]
 
 
 async def set_node_enabled(
     repo: Repository, node_id: int, *, enabled: bool, actor: str
 ) -> dict[str, Any]:
     async with repo.transaction() as conn:
-        row = await repo.set_node_enabled(node_id, enabled, conn)
+        row = await repo.node_set_enabled(node_id, enabled, conn)
         if row is None:
             raise NotFound(f"node {node_id} not found", field="nodeId")
-        await repo.record_operator_action(
+        await repo.operator_action_record(
             conn,
             action="node_enable" if enabled else "node_disable",
             order_id=None,

@@ -83,11 +83,11 @@ async def _perform(
 
     async def once() -> dict[str, Any]:
         async with repo.transaction() as conn:
-            before = await repo.lock_order_for_action(conn, order_id)
+            before = await repo.order_lock_for_action(conn, order_id)
             if before is None:
                 raise NotFound(f"order {order_id} not found", field="orderId")
             done = await change(conn, before)
-            after = await repo.get_order(order_id, conn)
+            after = await repo.order_get(order_id, conn)
             assert after is not None, "the order's tasks are locked by this transaction"
             details = {
                 "tasks": done.tasks,
@@ -96,7 +96,7 @@ async def _perform(
                 "statusAfter": after["status"],
                 **done.details,
             }
-            recorded = await repo.record_operator_action(
+            recorded = await repo.operator_action_record(
                 conn, action=action, order_id=order_id, actor=actor, details=Jsonb(details)
             )
         log.info(
@@ -133,7 +133,7 @@ async def retry_now(repo: Repository, order_id: uuid.UUID, *, actor: str) -> dic
     """Make the order's FAILED_RETRYING tasks due now (the runbook's force retry)."""
 
     async def change(conn: AsyncConn, order: Row) -> Change:
-        return Change.of(await repo.retry_tasks_now(conn, order_id))
+        return Change.of(await repo.order_tasks_retry_now(conn, order_id))
 
     return await _perform(repo, RETRY_NOW, order_id, actor, change)
 
@@ -144,7 +144,7 @@ async def drain_dead_letters(
     """FAILED_PERMANENT → FAILED_RETRYING, attempts from 0, due now."""
 
     async def change(conn: AsyncConn, order: Row) -> Change:
-        return Change.of(await repo.drain_dead_letters(conn, order_id))
+        return Change.of(await repo.order_tasks_drain_dead_letters(conn, order_id))
 
     return await _perform(repo, DRAIN_DEAD_LETTERS, order_id, actor, change)
 
@@ -167,7 +167,7 @@ async def force_complete(
             )
         open_tasks = int(order["pending"] + order["executing"] + order["retrying"])
         open_units = order["quantity"] - order["delivered"] - order["failed_permanent_plays"]
-        await repo.force_complete_order(conn, order_id)
+        await repo.order_force_complete(conn, order_id)
         return Change(open_tasks, open_units, {"force": force, "executing": order["executing"]})
 
     return await _perform(repo, FORCE_COMPLETE, order_id, actor, change)
@@ -187,7 +187,7 @@ async def cancel(
                 "wait for them or use force",
                 field="force",
             )
-        rows = await repo.cancel_open_tasks(
+        rows = await repo.order_tasks_cancel_open(
             conn,
             order_id,
             reason=f"cancelled by operator {actor}",

@@ -15,6 +15,7 @@ from typing import Any
 from goodfellaz17.backends.base import BACKEND_NAMES
 from goodfellaz17.db.repository import Repository, Row
 from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS
 from goodfellaz17.domain.states import OrderStatus
 from goodfellaz17.errors import Conflict, InvalidInput, NotFound
 from goodfellaz17.settings import Settings
@@ -93,18 +94,19 @@ async def create_order(
     validate_idempotency_key(idempotency_key)
     fingerprint = request_fingerprint(quantity, target, backend)
     sizes = plan_task_sizes(quantity, settings.task_size)
-    row = await repo.create_order(
+    row = await repo.order_create(
         quantity=quantity,
         target=target,
         backend=backend,
         sizes=sizes,
         idempotency_key=idempotency_key,
         request_hash=fingerprint if idempotency_key else None,
+        fair_share_seconds=FAIR_SHARE_SECONDS,
     )
     if row is not None:
         return CreatedOrder(order=row, created=True)
     assert idempotency_key is not None
-    existing = await repo.get_order_by_idempotency_key(idempotency_key)
+    existing = await repo.order_get_by_idempotency_key(idempotency_key)
     if existing is None:  # pragma: no cover - the conflicting row is committed
         raise Conflict("idempotency key is in use; retry", field="Idempotency-Key")
     if existing["request_hash"] != fingerprint:
@@ -116,7 +118,7 @@ async def create_order(
 
 
 async def get_order(repo: Repository, order_id: uuid.UUID) -> Row:
-    row = await repo.get_order(order_id)
+    row = await repo.order_get(order_id)
     if row is None:
         raise NotFound(f"order {order_id} not found", field="orderId")
     return row
@@ -146,7 +148,7 @@ async def list_orders(
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", field="limit")
     before = decode_cursor(cursor) if cursor else None
-    rows: list[Any] = await repo.list_orders(status=status, limit=limit + 1, before=before)
+    rows: list[Any] = await repo.order_list(status=status, limit=limit + 1, before=before)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

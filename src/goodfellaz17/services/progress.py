@@ -64,8 +64,8 @@ async def failed_tasks(
 ) -> dict[str, Any]:
     if not 1 <= limit <= MAX_FAILED_TASKS:
         raise InvalidInput(f"limit must be between 1 and {MAX_FAILED_TASKS}", field="limit")
-    rows = await repo.list_failed_tasks(order_id, limit=limit)
-    if not rows and await repo.get_order(order_id) is None:
+    rows = await repo.order_failed_tasks(order_id, limit=limit)
+    if not rows and await repo.order_get(order_id) is None:
         raise NotFound(f"order {order_id} not found", field="orderId")
     return {
         "orderId": str(order_id),

@@ -42,7 +42,7 @@ async def worker_status(
     """`local` is the in-process worker's own status(), when there is one."""
     stale_after = settings.worker_stale_after_seconds
     totals = await repo.worker_totals(stale_after_seconds=stale_after)
-    rows = await repo.list_workers(stale_after_seconds=stale_after, limit=WORKER_LIST_LIMIT)
+    rows = await repo.worker_list(stale_after_seconds=stale_after, limit=WORKER_LIST_LIMIT)
     fleet = {
         "workersAlive": int(totals["alive"]),
         "workersStale": int(totals["stale"]),

@@ -333,7 +333,7 @@ class OrderDeliveryWorker:
 
     async def _register(self) -> None:
         async with self.repo.connection() as conn:
-            await self.repo.register_worker(conn, self.worker_id, socket.gethostname(), os.getpid())
+            await self.repo.worker_register(conn, self.worker_id, socket.gethostname(), os.getpid())
 
     async def _with_db_retry(self, what: str, action: Callable[[], Awaitable[Any]]) -> Any:
         """Run `action`, retrying database outages with capped backoff until stopped."""
@@ -398,7 +398,7 @@ class OrderDeliveryWorker:
 
     async def _claim_from(self, limit: int, from_position: float) -> list[ClaimedTask]:
         async with self.repo.connection() as conn:
-            claimed = await self.repo.claim_tasks(
+            claimed = await self.repo.task_claim_batch(
                 conn,
                 worker_id=self.worker_id,
                 limit=limit,
@@ -421,7 +421,7 @@ class OrderDeliveryWorker:
         backing-off task becomes due."""
         try:
             async with self.repo.connection() as conn:
-                next_at, db_now = await self.repo.next_retry_at(conn)
+                next_at, db_now = await self.repo.task_next_retry_at(conn)
         except _DB_ERRORS:
             return min(poll, 1.0)
         if next_at is None:
@@ -555,7 +555,7 @@ class OrderDeliveryWorker:
             if not o.ok
         ]
         async with self.repo.connection() as conn:
-            rows = await self.repo.record_outcomes(
+            rows = await self.repo.task_record_outcomes(
                 conn, successes, failures, max_attempts=self.settings.max_attempts
             )
         self.metrics.batch_duration.observe(time.perf_counter() - started)
@@ -611,7 +611,7 @@ class OrderDeliveryWorker:
             return
         try:
             async with self.repo.connection() as conn:
-                await self.repo.record_node_outcomes(
+                await self.repo.node_record_outcomes(
                     conn,
                     outcomes,
                     threshold=self.settings.circuit_failure_threshold,
@@ -680,7 +680,7 @@ class OrderDeliveryWorker:
             self.log.debug("chaos refresh failed", error=str(exc)[:200])
 
     async def _refresh_chaos(self) -> None:
-        row = await self.repo.get_chaos()
+        row = await self.repo.chaos_get()
         was_paused = self.chaos.active and self.chaos.worker_paused
         self.chaos = ChaosState(
             active=bool(row["active"]),
@@ -700,7 +700,7 @@ class OrderDeliveryWorker:
             return
         claims = [(h.task.id, h.task.fencing_token) for h in old]
         async with self.repo.connection() as conn:
-            kept = await self.repo.extend_leases(conn, claims, lease)
+            kept = await self.repo.task_extend_leases(conn, claims, lease)
         now = time.monotonic()
         for held in old:
             if held.task.id in kept:
@@ -713,7 +713,7 @@ class OrderDeliveryWorker:
     async def _heartbeat(self, status: str) -> None:
         c = self.counters
         async with self.repo.connection() as conn:
-            await self.repo.heartbeat_worker(
+            await self.repo.worker_heartbeat(
                 conn,
                 worker_id=self.worker_id,
                 status=status,
@@ -739,7 +739,7 @@ class OrderDeliveryWorker:
         total = 0
         while True:
             async with self.repo.transaction() as conn:
-                rows = await self.repo.rescue_orphans(
+                rows = await self.repo.task_rescue_orphans(
                     conn,
                     limit=RESCUE_BATCH,
                     max_attempts=self.settings.max_attempts,
@@ -785,7 +785,7 @@ class OrderDeliveryWorker:
         claims = [(h.task.id, h.task.fencing_token) for h in unstarted]
         try:
             async with self.repo.connection() as conn:
-                released = await self.repo.release_tasks(conn, claims)
+                released = await self.repo.task_release_many(conn, claims)
         except _DB_ERRORS as exc:
             self.log.warning(
                 "could not hand back unstarted tasks; their leases will expire",
