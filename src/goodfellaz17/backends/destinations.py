@@ -31,9 +31,11 @@ class DestinationRefused(httpcore.ConnectError):
     """The destination rules refuse this host or what it resolved to. A
     ConnectError, so the connection pool treats it as a failed connect."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, host: str, address: IPAddress | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.host = host  # for the operator's log; the reason alone is shown to read keys
+        self.address = address
 
 
 async def resolve_with_system_dns(host: str, port: int) -> list[IPAddress]:
@@ -90,7 +92,7 @@ class DestinationGuard(httpcore.AsyncNetworkBackend):
         """The addresses to connect to, all allowed; DestinationRefused if any is not."""
         refusal = self.policy.host_refusal(host)
         if refusal is not None:
-            raise DestinationRefused(f"the endpoint's host is {refusal}")
+            raise DestinationRefused(f"the endpoint's host is {refusal}", host=host)
         literal = literal_address(host)
         addresses = (
             [literal] if literal is not None else await self._lookup(host, port, lookup_seconds)
@@ -102,7 +104,9 @@ class DestinationGuard(httpcore.AsyncNetworkBackend):
             if refusal is not None:
                 # One inside address is enough to refuse: whoever controls the
                 # name chose to put it there.
-                raise DestinationRefused(f"the endpoint's host resolves to {refusal}")
+                raise DestinationRefused(
+                    f"the endpoint's host resolves to {refusal}", host=host, address=address
+                )
         return addresses
 
     async def _lookup(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
@@ -123,7 +127,7 @@ class DestinationGuard(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise DestinationRefused("a unix socket is not a destination")
+        raise DestinationRefused("a unix socket is not a destination", host=path)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)

@@ -20,7 +20,9 @@ destination) and never repeat what the receiver sent: read keys see them as a
 node's lastError and a task's last_error.
 
 Requests are built with httpx (URL, headers, JSON) and sent through
-httpcore, whose connection pool accepts the guarding network backend.
+httpcore, whose connection pool accepts the guarding network backend. No
+redirect is followed and no HTTP(S)_PROXY is used: a proxy would resolve the
+name itself, out of the guard's reach (egress is the network policy's job).
 """
 
 from __future__ import annotations
@@ -83,7 +85,13 @@ class WebhookBackend:
                 f" from node {node}"
             ) from None
         except DestinationRefused as exc:
-            log.warning("webhook destination refused", node=node, reason=exc.reason)
+            log.warning(
+                "webhook destination refused",
+                node=node,
+                host=exc.host,
+                address=None if exc.address is None else str(exc.address),
+                reason=exc.reason,
+            )
             raise RetryableDeliveryError(
                 f"destination refused for node {node}: {exc.reason}"
             ) from None
