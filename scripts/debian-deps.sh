@@ -2,7 +2,8 @@
 # The Debian packages the test suite drives: only the missing ones, in one
 # apt-get run. promtool/amtool check the alert rules, curl/jq run the
 # runbook's commands, chromium (never a downloaded browser) runs the console's
-# browser tests, pgbouncer the pooler compatibility test.
+# browser tests, pgbouncer the pooler compatibility test, openssl makes the
+# webhook TLS test's certificate.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,7 @@ have amtool || need+=(prometheus-alertmanager)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have pgbouncer || need+=(pgbouncer)
+have openssl || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
 
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -288,14 +288,16 @@ def nodes_add(
     """Register a node."""
     from goodfellaz17.services.nodes import register_node
 
+    settings = settings_or_exit()
     data = _run(
-        settings_or_exit(),
+        settings,
         lambda repo: register_node(
             repo,
             provider=provider,
             node_identifier=identifier,
             endpoint=endpoint,
             capacity_per_hour=capacity_per_hour,
+            destinations=settings.webhook_destinations,
             actor=cli_actor(),
         ),
     )

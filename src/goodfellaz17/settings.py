@@ -16,6 +16,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from goodfellaz17.domain.destinations import AllowList, DestinationPolicy
+
 ENV_PREFIX = "GOODFELLAZ17_"
 
 
@@ -125,7 +127,9 @@ class Settings(BaseSettings):
     sim_use_node_rate: bool = True
     sim_ledger_path: Path | None = None
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    webhook_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
     webhook_verify_tls: bool = True
+    webhook_allowed_destinations: Annotated[AllowList, NoDecode] = Field(default_factory=AllowList)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -135,6 +139,13 @@ class Settings(BaseSettings):
     def _parse_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return parse_api_keys(value)
+        return value
+
+    @field_validator("webhook_allowed_destinations", mode="before")
+    @classmethod
+    def _parse_allowed_destinations(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return AllowList.parse(value)
         return value
 
     @field_validator("database_url", "direct_database_url", mode="before")
@@ -193,6 +204,14 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def webhook_destinations(self) -> DestinationPolicy:
+        """Where webhooks may point: public hosts, loopback in development,
+        and what GOODFELLAZ17_WEBHOOK_ALLOWED_DESTINATIONS names."""
+        return DestinationPolicy.for_environment(
+            production=self.is_production, allowed=self.webhook_allowed_destinations
+        )
 
 
 def _variable_name(loc: tuple[int | str, ...]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from goodfellaz17.domain.destinations import DestinationPolicy
 from goodfellaz17.domain.estimates import (
     eta_at_capacity,
     eta_seconds,
@@ -13,6 +14,8 @@ from goodfellaz17.domain.estimates import (
 )
 from goodfellaz17.errors import InvalidInput
 from goodfellaz17.services.nodes import is_loopback, validate_endpoint
+
+DEVELOPMENT = DestinationPolicy.for_environment(production=False)
 
 
 def test_percent_rounds_and_handles_an_empty_whole() -> None:
@@ -65,7 +68,7 @@ def test_non_loopback_hosts(host: str) -> None:
     ],
 )
 def test_accepted_webhook_endpoints(endpoint: str) -> None:
-    assert validate_endpoint(endpoint, "webhook") == endpoint
+    assert validate_endpoint(endpoint, "webhook", DEVELOPMENT) == endpoint
 
 
 @pytest.mark.parametrize(
@@ -84,11 +87,11 @@ def test_accepted_webhook_endpoints(endpoint: str) -> None:
 )
 def test_refused_webhook_endpoints_name_the_field(endpoint: str) -> None:
     with pytest.raises(InvalidInput) as refused:
-        validate_endpoint(endpoint, "webhook")
+        validate_endpoint(endpoint, "webhook", DEVELOPMENT)
     assert refused.value.field == "endpoint"
 
 
 def test_webhook_nodes_need_an_endpoint_and_simulated_ones_do_not() -> None:
     with pytest.raises(InvalidInput):
-        validate_endpoint(None, "webhook")
-    assert validate_endpoint(None, "simulated") is None
+        validate_endpoint(None, "webhook", DEVELOPMENT)
+    assert validate_endpoint(None, "simulated", DEVELOPMENT) is None

@@ -24,7 +24,9 @@ def build_backends(settings: Settings) -> dict[str, DeliveryBackend]:
     return {
         "simulated": SimulatedBackend(simulated_config(settings)),
         "webhook": WebhookBackend(
+            destinations=settings.webhook_destinations,
             timeout_seconds=settings.webhook_timeout_seconds,
+            deadline_seconds=settings.webhook_deadline_seconds,
             verify_tls=settings.webhook_verify_tls,
         ),
     }

@@ -2,8 +2,10 @@
 
 A node's provider is the backend that delivers through it, so it must be a
 backend this build knows. Webhook endpoints must be https://, except on a
-loopback host (a local test receiver). Nodes are disabled, never deleted:
-tasks and history refer to them.
+loopback host (a local test receiver), and may not point inside the network
+unless the destination rules allow it (domain/destinations.py; the webhook
+backend checks the resolved address again at connect time). Nodes are
+disabled, never deleted: tasks and history refer to them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from goodfellaz17.backends.base import BACKEND_NAMES
 from goodfellaz17.db.repository import Repository, Row
+from goodfellaz17.domain.destinations import ALLOW_LIST_VARIABLE, DestinationPolicy
 from goodfellaz17.errors import Conflict, InvalidInput, NotFound
 from goodfellaz17.logs import get_logger
 
@@ -37,7 +40,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def validate_endpoint(endpoint: str | None, provider: str) -> str | None:
+def validate_endpoint(
+    endpoint: str | None, provider: str, destinations: DestinationPolicy
+) -> str | None:
     if endpoint is None:
         if provider == "webhook":
             raise InvalidInput("a webhook node needs an endpoint URL", field="endpoint")
@@ -57,15 +62,26 @@ def validate_endpoint(endpoint: str | None, provider: str) -> str | None:
         raise InvalidInput("endpoint must be an absolute URL with a host", field="endpoint")
     if parts.username or parts.password:
         raise InvalidInput("endpoint must not carry credentials", field="endpoint")
-    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host)):
-        return endpoint
-    raise InvalidInput(
-        "endpoint must be https:// (plain http:// only on a loopback host)", field="endpoint"
-    )
+    if not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))):
+        raise InvalidInput(
+            "endpoint must be https:// (plain http:// only on a loopback host)", field="endpoint"
+        )
+    refusal = destinations.host_refusal(host)
+    if refusal is not None:
+        raise InvalidInput(
+            f"endpoint host {host!r} is {refusal}: webhooks may not point inside the network"
+            f" unless {ALLOW_LIST_VARIABLE} names it",
+            field="endpoint",
+        )
+    return endpoint
 
 
 def validate_node(
-    provider: str, node_identifier: str, endpoint: str | None, capacity_per_hour: int | None
+    provider: str,
+    node_identifier: str,
+    endpoint: str | None,
+    capacity_per_hour: int | None,
+    destinations: DestinationPolicy,
 ) -> tuple[str | None, int]:
     if provider not in BACKEND_NAMES:
         raise InvalidInput(f"provider must be one of: {', '.join(BACKEND_NAMES)}", field="provider")
@@ -84,7 +100,7 @@ def validate_node(
             f"capacityPerHour must be between 1 and {MAX_CAPACITY_PER_HOUR}",
             field="capacityPerHour",
         )
-    return validate_endpoint(endpoint, provider), capacity
+    return validate_endpoint(endpoint, provider, destinations), capacity
 
 
 def node_view(row: Row) -> dict[str, Any]:
@@ -118,9 +134,12 @@ async def register_node(
     node_identifier: str,
     endpoint: str | None = None,
     capacity_per_hour: int | None = None,
+    destinations: DestinationPolicy,
     actor: str,
 ) -> dict[str, Any]:
-    endpoint, capacity = validate_node(provider, node_identifier, endpoint, capacity_per_hour)
+    endpoint, capacity = validate_node(
+        provider, node_identifier, endpoint, capacity_per_hour, destinations
+    )
     async with repo.transaction() as conn:
         row = await repo.node_create(
             provider=provider,

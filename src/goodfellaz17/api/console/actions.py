@@ -420,6 +420,7 @@ async def add_node(
             node_identifier=node_identifier.strip(),
             endpoint=endpoint.strip() or None,
             capacity_per_hour=capacity,
+            destinations=settings.webhook_destinations,
             actor=session.principal.actor,
         )
     except ServiceError as exc:

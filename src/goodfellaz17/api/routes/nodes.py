@@ -11,20 +11,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from goodfellaz17.api.deps import Operator, Reader, Repo
+from goodfellaz17.api.deps import AppSettings, Operator, Reader, Repo
 from goodfellaz17.api.schemas import ErrorResponse, NodeResponse, RegisterNodeRequest
 from goodfellaz17.services import nodes
 
 NodeId = Annotated[int, Path(alias="nodeId", ge=1, le=2**63 - 1, description="the node's id")]
 
 
-async def register_node(body: RegisterNodeRequest, principal: Operator, repo: Repo) -> Any:
+async def register_node(
+    body: RegisterNodeRequest, principal: Operator, repo: Repo, settings: AppSettings
+) -> Any:
     return await nodes.register_node(
         repo,
         provider=body.provider,
         node_identifier=body.node_identifier,
         endpoint=body.endpoint,
         capacity_per_hour=body.capacity_per_hour,
+        destinations=settings.webhook_destinations,
         actor=principal.actor,
     )
 
