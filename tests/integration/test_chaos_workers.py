@@ -1,6 +1,6 @@
 """Chaos pause, seen by running workers: claiming stops on every worker
 within one poll interval, disable resumes at once, and an expired TTL
-resumes by itself."""
+resumes by itself; expired chaos injects no failure and no latency."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from goodfellaz17.services.orders import create_order
 from goodfellaz17.settings import Settings
 from goodfellaz17.worker.worker import OrderDeliveryWorker
 from tests.conftest import make_settings
+from tests.helpers import insert_order
 
 POLL_SECONDS = 2.0
 
@@ -119,3 +120,32 @@ async def test_pause_stops_every_worker_and_disable_or_expiry_resumes(
     assert started_after_expiry == (True,)
     assert (await chaos.chaos_status(repo))["expired"] is True
     assert (await invariants.check_all(repo))["passed"] is True
+
+
+async def test_expired_chaos_injects_neither_failures_nor_latency(
+    db_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Once its TTL has passed (on the database's clock), chaos is off for the
+    failure rate and the latency too, not only for the pause (which the claim
+    statement checks): the stored settings no longer count."""
+    sql.execute(
+        """UPDATE chaos_settings SET enabled = true, worker_paused = false,
+               failure_rate = 1.0, latency_ms = 600000,
+               expires_at = now() - interval '1 second'
+           WHERE id = 1"""
+    )
+    settings = make_settings(db_url, max_attempts=1, worker_grace_period_seconds=0.5)
+    worker = OrderDeliveryWorker(settings, db_url, worker_id="chaos-expired")
+    await worker.start()
+    try:
+        # The worker has read the stored settings before any work arrives.
+        await wait_for(lambda: worker.chaos.failure_rate == 1.0, 10, "the worker to read chaos")
+        assert worker.chaos.active is False
+        order_id = insert_order(sql, 400 * 6)
+        await wait_for(lambda: status_of(sql, order_id) == "COMPLETED", 20, "the delivery")
+    finally:
+        await worker.stop()
+    rows = sql.execute(
+        "SELECT status, attempts, last_error, count(*) FROM order_tasks GROUP BY 1, 2, 3"
+    ).fetchall()
+    assert rows == [("COMPLETED", 1, None, 6)]

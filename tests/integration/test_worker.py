@@ -7,9 +7,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
+import time_machine
 from prometheus_client import CollectorRegistry
 
 from goodfellaz17.backends.base import DeliveryRequest, RetryableDeliveryError
@@ -174,7 +177,11 @@ async def test_stop_finishes_in_flight_tasks_and_hands_back_unstarted_claims(
     await wait_for(lambda: executing() > 2)
     assert backend.started == 2
     stopping = asyncio.create_task(worker.stop())
-    await asyncio.sleep(0.2)
+    # Release the deliveries only once the stopping worker has handed back
+    # what it never started: else the executors would start those too.
+    async with asyncio.timeout(10):
+        await worker.draining.wait()
+    assert backend.started == 2
     backend.release.set()
     await stopping
     await task
@@ -264,6 +271,51 @@ async def test_a_long_task_keeps_its_lease_by_heartbeat(
     row = sql.execute("SELECT status, attempts FROM order_tasks").fetchone()
     assert row == ("COMPLETED", 1)
     assert worker.counters.recovered_orphans == 0
+    assert order_row(sql, order_id)["delivered"] == 400
+
+
+@pytest.mark.parametrize("skew_hours", [2, -2], ids=["clock-ahead", "clock-behind"])
+async def test_leases_follow_the_database_clock_whatever_the_worker_clock_says(
+    db_url: str, sql: psycopg.Connection[Any], skew_hours: int
+) -> None:
+    """A worker whose wall clock is hours off still keeps its leases on the
+    database's clock: every extension ends at the database's now() plus the
+    lease, neither hours later (a lease nobody could rescue) nor hours earlier
+    (a live claim rescued from under its worker)."""
+    lease = 6.0
+    order_id = insert_order(sql, 400)
+    backend = GatedBackend()
+    settings = make_settings(
+        db_url,
+        task_lease_seconds=lease,
+        worker_heartbeat_seconds=0.2,
+        worker_rescue_interval_seconds=0.2,
+    )
+    skewed = datetime.now(UTC) + timedelta(hours=skew_hours)
+    with time_machine.travel(skewed, tick=True):
+        assert abs(time.time() - skewed.timestamp()) < 60  # the worker's clock is off
+        async with running_worker(settings, db_url, backends={"simulated": backend}) as worker:
+            await wait_for(lambda: backend.started == 1)
+
+            def extended() -> bool:
+                # Claimed with now() + lease; only an extension moves it further.
+                row = sql.execute(
+                    "SELECT lease_expires_at > started_at + make_interval(secs => %s)"
+                    " FROM order_tasks",
+                    (lease,),
+                ).fetchone()
+                return row == (True,)
+
+            await wait_for(extended, within=4 * lease)
+            remaining = sql.execute(
+                "SELECT extract(epoch FROM lease_expires_at - now()) FROM order_tasks"
+            ).fetchone()
+            assert remaining is not None
+            assert 0 < float(remaining[0]) <= lease
+            backend.release.set()
+            await wait_for(lambda: all_orders_settled(sql))
+    assert sql.execute("SELECT status, attempts FROM order_tasks").fetchone() == ("COMPLETED", 1)
+    assert (worker.counters.leases_lost, worker.counters.recovered_orphans) == (0, 0)
     assert order_row(sql, order_id)["delivered"] == 400
 
 

@@ -9,8 +9,7 @@ round tries again.
 
 from __future__ import annotations
 
-import asyncio
-import random
+import logging
 from typing import Any
 
 import psycopg
@@ -18,9 +17,12 @@ import psycopg_pool
 
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import get_logger
+from goodfellaz17.periodic import periodic
 from goodfellaz17.services.invariants import check_all
 
 log = get_logger(__name__)
+
+CHECK_JITTER = 0.1  # replicas spread out
 
 
 class InvariantMonitor:
@@ -48,11 +50,15 @@ class InvariantMonitor:
 
     async def run(self) -> None:
         """Check every interval (jittered so replicas spread out) until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_seconds * random.uniform(0.9, 1.1))
-            try:
-                await self.run_once()
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-                log.warning("invariant check skipped: database unavailable", error=str(exc)[:200])
-            except Exception:
-                log.exception("invariant check failed")
+        await periodic(
+            self.run_once,
+            self.interval_seconds,
+            name="invariant-monitor",
+            jitter=CHECK_JITTER,
+            wait_first=True,
+            outages=(psycopg.OperationalError, psycopg_pool.PoolTimeout),
+            outage_event="invariant check skipped: database unavailable",
+            outage_level=logging.WARNING,
+            crash_event="invariant check failed",
+            log=log,
+        )
