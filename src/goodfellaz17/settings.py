@@ -16,6 +16,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from goodfellaz17.domain.queue import RUN_LENGTH
+
 ENV_PREFIX = "GOODFELLAZ17_"
 
 
@@ -84,7 +86,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
 
     worker_enabled: bool = True
-    worker_batch_size: int = Field(default=10, ge=1, le=1000)
+    # Defaults to the queue's run length: see domain/queue.py.
+    worker_batch_size: int = Field(default=RUN_LENGTH, ge=1, le=1000)
     worker_poll_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
     worker_claimers: int = Field(default=2, ge=1, le=16)

@@ -4,11 +4,13 @@ including the fencing that stops a late, rescued worker from counting."""
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 from typing import Any
 
 import psycopg
 
 from goodfellaz17.db.repository import Repository, TaskFailure
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
 from tests.helpers import assert_counters_exact, insert_order, order_row
 
 LEASE = 60.0
@@ -282,9 +284,9 @@ def expected_positions(
 ) -> list[tuple[float]]:
     """Where the order's tasks belong if the order starts at `start`."""
     return sql.execute(
-        "SELECT order_task_position(%s, %s, seq, 1.0) FROM order_tasks"
+        "SELECT order_task_position(%s, %s, seq, %s, %s) FROM order_tasks"
         " WHERE order_id = %s ORDER BY seq",
-        (start, order_id, order_id),
+        (start, order_id, FAIR_SHARE_SECONDS, RUN_LENGTH, order_id),
     ).fetchall()
 
 
@@ -378,3 +380,47 @@ async def test_an_order_queues_its_tasks_in_runs_so_a_claim_touches_few_orders(
     ).fetchall()
     assert {r[0] for r in rounds} == set(orders)
     assert max(r[1] for r in rounds) == 0
+
+
+async def test_runs_are_as_long_as_the_run_length_passed_in(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """The run length is the caller's (domain/queue.py), not a literal in SQL:
+    with runs of four, tasks 0-3 share the first round, 4-7 the second."""
+    row = await repo.order_create(
+        quantity=12,
+        target="t",
+        backend="simulated",
+        sizes=[1] * 12,
+        idempotency_key=None,
+        request_hash=None,
+        fair_share_seconds=1.0,
+        run_length=4,
+    )
+    assert row is not None
+    positions = [p for (p,) in positions_of(sql, row["id"])]
+    # Within a run the next task is 1/1024 of a fair share later; a new run
+    # starts a round (four fair shares) after the previous one.
+    new_runs = [seq for seq, (a, b) in enumerate(pairwise(positions), start=1) if b - a > 1]
+    assert new_runs == [4, 8]
+
+
+def test_the_previous_releases_four_argument_call_queues_like_the_service(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """During a rolling upgrade the old release calls order_task_position
+    without a run length; its tasks must land where the new release's do."""
+    differing = sql.execute(
+        """SELECT count(*) FROM generate_series(0, 99) AS s (seq)
+            WHERE order_task_position(1e6, '00000000-0000-0000-0000-000000000001', s.seq, 1.0)
+               <> order_task_position(1e6, '00000000-0000-0000-0000-000000000001', s.seq, 1.0,
+                                      %s)""",
+        (RUN_LENGTH,),
+    ).fetchone()
+    assert differing == (0,)
+
+
+def test_the_default_claim_batch_is_one_run() -> None:
+    from tests.conftest import make_settings
+
+    assert make_settings().worker_batch_size == RUN_LENGTH

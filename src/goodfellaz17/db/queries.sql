@@ -19,11 +19,12 @@ WITH new_order AS (
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
-    -- The order joins the queue at its front, its tasks in runs of ten
-    -- (order_queue_start and order_task_position, migrations 0005 and 0007).
+    -- The order joins the queue at its front, its tasks in runs
+    -- (order_queue_start and order_task_position, db/schema.sql).
     INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
     SELECT o.id, s.ord - 1, s.qty,
-           order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s),
+           order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s,
+                               %(run_length)s),
            o.created_at
     FROM new_order o
     CROSS JOIN LATERAL (SELECT order_queue_start(o.created_at) AS start) q

@@ -104,6 +104,7 @@ class Repository:
         idempotency_key: str | None,
         request_hash: str | None,
         fair_share_seconds: float,
+        run_length: int,
     ) -> Row | None:
         """Insert the order and its tasks; None when the idempotency key exists."""
         return await self._fetchone(
@@ -116,6 +117,7 @@ class Repository:
                 "idempotency_key": idempotency_key,
                 "request_hash": request_hash,
                 "fair_share_seconds": fair_share_seconds,
+                "run_length": run_length,
             },
         )
 

@@ -150,18 +150,20 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- A task's queue position: its order's start plus one fair share per task
--- ahead of it, in runs of ten. Run k starts k x 10 fair shares after the
+-- ahead of it, in runs of run_length (domain/queue.py: RUN_LENGTH, also the
+-- default claim batch). Run k starts k x run_length fair shares after the
 -- start; within a round each order has its own slot (a hash of its id) in
--- which its run's tasks follow each other, so a claim of ten usually touches
--- one or two orders, and a new order waits at most one run of each order
--- ahead of it, never behind a whole big order.
+-- which its run's tasks follow each other, so a claim of one run's length
+-- usually touches one or two orders, and a new order waits at most one run
+-- of each order ahead of it, never behind a whole big order. The DEFAULT is
+-- for callers of the previous release's four-argument form.
 CREATE FUNCTION order_task_position(start double precision, order_id uuid, seq integer,
-                                    fair_share double precision)
+                                    fair_share double precision, run_length integer DEFAULT 10)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT start
-         + (seq / 10) * 10 * fair_share
-         + ((hashtext(order_id::text) & 1023) * 10 + seq % 10) * fair_share / 1024
+         + (seq / run_length) * run_length * fair_share
+         + ((hashtext(order_id::text) & 1023) * run_length + seq % run_length) * fair_share / 1024
 $$;
 
 -- The claim (queries.sql: task_claim_batch). Up to p_limit due tasks in
@@ -315,8 +317,7 @@ CREATE TYPE task_change AS (order_id uuid, quantity bigint, status text);
 -- planner, and the cached plan kept a sequential scan as it grew. "Is this
 -- order still PENDING" is one primary-key probe per order: OFFSET 0 keeps it
 -- a per-order subplan, `IS TRUE` keeps the status out of the index condition.
--- due_count is always 0 (the notification moved to order_tasks_account).
-CREATE FUNCTION order_tasks_apply_changes(changes task_change[], due_count bigint)
+CREATE FUNCTION order_tasks_apply_changes(changes task_change[])
 RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -380,10 +381,6 @@ BEGIN
                    OR (d.active AND o.status = 'COMPLETED'));
         END IF;
     END IF;
-
-    IF due_count > 0 THEN
-        PERFORM pg_notify('goodfellaz17_tasks_due', due_count::text);
-    END IF;
 END;
 $$;
 
@@ -393,8 +390,7 @@ $$;
 CREATE FUNCTION order_tasks_account(changes task_change[], first_due_position double precision)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    -- The counters and statuses: unchanged (order_tasks_apply_changes, 0003).
-    PERFORM order_tasks_apply_changes(changes, 0);
+    PERFORM order_tasks_apply_changes(changes);
     IF first_due_position IS NOT NULL THEN
         -- Delivered at commit; wakes idle workers at once instead of at their
         -- next poll. Several in one transaction with the same payload fold
