@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 
 from goodfellaz17.db.queries import load_queries
 from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.queue import RUN_LENGTH
 from tests import runbook_sql
 
 MAX_ATTEMPTS = 3
@@ -124,6 +125,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             idempotency_key=None,
             request_hash=None,
             fair_share_seconds=1.0,
+            run_length=RUN_LENGTH,
         )
         order_id = row["id"]
         model = OrderModel(quantity=quantity)
