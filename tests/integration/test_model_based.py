@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 from goodfellaz17.db.queries import load_queries
 from goodfellaz17.domain.plan import plan_task_sizes
 from goodfellaz17.domain.queue import RUN_LENGTH
+from goodfellaz17.domain.retry import BackoffPolicy, Orphan, OrphanPolicy
 from tests import runbook_sql
 
 MAX_ATTEMPTS = 3
@@ -231,13 +232,19 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     @rule()
     def rescue_orphans(self) -> None:
-        rows = self._sql(
-            "task_rescue_orphans",
-            limit=1000,
-            max_attempts=MAX_ATTEMPTS,
-            backoff_base=0.0,
-            backoff_max=0.0,
-        )
+        policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, MAX_ATTEMPTS))
+        with self.conn.transaction():
+            orphans = self._sql("task_lock_orphans", limit=1000)
+            rescues = policy.rescue_all(
+                [Orphan(o["id"], o["fencing_token"], o["attempts"]) for o in orphans]
+            )
+            rows = self._sql(
+                "task_rescue_orphans",
+                ids=[r.task_id for r in rescues],
+                tokens=[r.fencing_token for r in rescues],
+                dead_letter=[r.dead_letter for r in rescues],
+                delays=[r.delay_seconds for r in rescues],
+            )
         expired = {t for t, m in self.tasks.items() if m.status == "EXECUTING" and m.lease_expired}
         assert {r["id"] for r in rows} == expired
         for row in rows:

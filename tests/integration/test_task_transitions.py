@@ -4,6 +4,7 @@ including the fencing that stops a late, rescued worker from counting."""
 from __future__ import annotations
 
 import asyncio
+import random
 from itertools import pairwise
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 
 from goodfellaz17.db.repository import Repository, TaskFailure
 from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
+from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
 from tests.helpers import assert_counters_exact, insert_order, order_row
 
 LEASE = 60.0
@@ -45,10 +47,11 @@ async def fail(
 
 
 async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:
+    """The rescuer's transaction: lock the orphans, decide, apply."""
+    policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, max_attempts))
     async with repo.transaction() as conn:
-        return await repo.task_rescue_orphans(
-            conn, limit=100, max_attempts=max_attempts, backoff_base=0.0, backoff_max=0.0
-        )
+        orphans = await repo.task_lock_orphans(conn, limit=100)
+        return await repo.task_rescue_orphans(conn, policy.rescue_all(orphans))
 
 
 def statuses(sql: psycopg.Connection[Any], order_id: Any) -> dict[str, int]:
@@ -166,6 +169,44 @@ async def test_rescue_dead_letters_a_task_out_of_attempts(
     [rescued] = await rescue(repo, max_attempts=1)
     assert rescued["status"] == "FAILED_PERMANENT"
     assert order_row(sql, order_id)["failed_permanent_plays"] == 400
+
+
+def expire_leases(sql: psycopg.Connection[Any]) -> None:
+    """Database time passes for every claim: their leases lapse."""
+    sql.execute(
+        "UPDATE order_tasks SET lease_expires_at = now() - interval '1 s'"
+        " WHERE status = 'EXECUTING'"
+    )
+
+
+async def test_rescued_orphans_back_off_with_full_jitter_under_the_cap(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """The rescue's backoff is the worker's (BackoffPolicy): spread from 0 to
+    the capped ceiling, written as both retry_after and queue position."""
+    insert_order(sql, 400 * 60)
+    await claim(repo, limit=60)
+    sql.execute("UPDATE order_tasks SET attempts = 4 WHERE status = 'EXECUTING'")
+    expire_leases(sql)
+    # Attempt 4: the ceiling is 30 s capped (80 s uncapped).
+    policy = OrphanPolicy(BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50))
+    async with repo.transaction() as conn:
+        orphans = await repo.task_lock_orphans(conn, limit=100)
+        rows = await repo.task_rescue_orphans(conn, policy.rescue_all(orphans, random.Random(5)))
+    assert len(rows) == 60
+    delays = sql.execute(
+        """SELECT extract(epoch FROM retry_after - executed_at)::float8,
+                  queue_position - extract(epoch FROM executed_at)::float8
+           FROM order_tasks WHERE status = 'FAILED_RETRYING'"""
+    ).fetchall()
+    assert len(delays) == 60
+    assert all(abs(wait - position) < 1e-3 for wait, position in delays)
+    waits = sorted(wait for wait, _ in delays)
+    assert all(0 <= w <= 30 for w in waits)
+    # Spread, not the ceiling: a third of them below 10 s, a third above 20 s
+    # (expected 20 each; a constant delay would put all 60 on one side).
+    assert sum(w < 10 for w in waits) >= 10
+    assert sum(w > 20 for w in waits) >= 10
 
 
 async def test_released_claim_goes_back_to_pending_with_its_attempt_refunded(

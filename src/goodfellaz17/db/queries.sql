@@ -226,35 +226,39 @@ WHERE t.id = c.id
   AND t.status = 'EXECUTING'
 RETURNING t.id;
 
+-- name: task_lock_orphans
+-- The rescuer's first step: lock up to `limit` tasks EXECUTING past their
+-- lease (their worker died or hung), oldest lease first. SKIP LOCKED:
+-- several rescuers never collide, and a task whose worker is completing it
+-- right now is left to that worker. The rescuer decides what becomes of each
+-- (domain/retry.py: OrphanPolicy, the same backoff as any failure) and
+-- applies that with task_rescue_orphans in the same transaction.
+SELECT id, fencing_token, attempts
+FROM order_tasks
+WHERE status = 'EXECUTING' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: task_rescue_orphans
--- Tasks EXECUTING past their lease (their worker died or hung) go back to
--- FAILED_RETRYING with a short jittered backoff, or to the dead-letter queue
--- when out of attempts. SKIP LOCKED: several rescuers never collide, and a
--- task whose worker is completing it right now is left to that worker.
-WITH expired AS (
-    SELECT id
-    FROM order_tasks
-    WHERE status = 'EXECUTING' AND lease_expires_at < now()
-    ORDER BY lease_expires_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), decided AS (
-    SELECT t.id, t.attempts >= %(max_attempts)s AS exhausted,
-           random() * least(%(backoff_max)s,
-                            %(backoff_base)s * power(2, least(greatest(t.attempts - 1, 0), 30)))
-               AS delay
-    FROM order_tasks t JOIN expired e ON e.id = t.id
-)
+-- The rescuer's decisions, in one statement: each orphan back to
+-- FAILED_RETRYING after its delay, or to the dead-letter queue. Guarded like
+-- every transition: only a task still EXECUTING past its lease under the
+-- token it was locked with changes.
 UPDATE order_tasks t SET
-    status = CASE WHEN d.exhausted THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
-    retry_after = CASE WHEN d.exhausted THEN NULL ELSE now() + make_interval(secs => d.delay) END,
-    queue_position = CASE WHEN d.exhausted THEN t.queue_position
-                          ELSE extract(epoch FROM now()) + d.delay END,
+    status = CASE WHEN r.dead_letter THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+    retry_after = CASE WHEN r.dead_letter THEN NULL ELSE now() + make_interval(secs => r.delay) END,
+    queue_position = CASE WHEN r.dead_letter THEN t.queue_position
+                          ELSE extract(epoch FROM now()) + r.delay END,
     last_error = format('orphaned: worker %%s lost its lease (expired %%s, attempt %%s)',
                         t.lease_owner, t.lease_expires_at, t.attempts),
     executed_at = now()
-FROM decided d
-WHERE t.id = d.id
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(dead_letter)s::boolean[],
+            %(delays)s::double precision[]) AS r (id, token, dead_letter, delay)
+WHERE t.id = r.id
+  AND t.fencing_token = r.token
+  AND t.status = 'EXECUTING'
+  AND t.lease_expires_at < now()
 RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
           (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from goodfellaz17.db.pool import AsyncConn
 from goodfellaz17.db.queries import load_queries
+from goodfellaz17.domain.retry import Orphan, OrphanRescue
 
 Row = dict[str, Any]
 
@@ -284,22 +285,22 @@ class Repository:
         )
         return {r["id"] for r in rows}
 
+    async def task_lock_orphans(self, conn: AsyncConn, *, limit: int) -> list[Orphan]:
+        """Lock tasks past their lease (SKIP LOCKED); call inside a transaction
+        that then applies task_rescue_orphans."""
+        rows = await self._fetchall("task_lock_orphans", {"limit": limit}, conn)
+        return [Orphan(r["id"], r["fencing_token"], r["attempts"]) for r in rows]
+
     async def task_rescue_orphans(
-        self,
-        conn: AsyncConn,
-        *,
-        limit: int,
-        max_attempts: int,
-        backoff_base: float,
-        backoff_max: float,
+        self, conn: AsyncConn, rescues: Sequence[OrphanRescue]
     ) -> list[DictRow]:
         return await self._fetchall(
             "task_rescue_orphans",
             {
-                "limit": limit,
-                "max_attempts": max_attempts,
-                "backoff_base": backoff_base,
-                "backoff_max": backoff_max,
+                "ids": [r.task_id for r in rescues],
+                "tokens": [r.fencing_token for r in rescues],
+                "dead_letter": [r.dead_letter for r in rescues],
+                "delays": [r.delay_seconds for r in rescues],
             },
             conn,
         )

@@ -45,7 +45,7 @@ from goodfellaz17.backends.base import (
 from goodfellaz17.backends.registry import build_backends
 from goodfellaz17.db.pool import create_pool
 from goodfellaz17.db.repository import ClaimedTask, NodeOutcome, Repository, TaskFailure
-from goodfellaz17.domain.retry import BackoffPolicy
+from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
 from goodfellaz17.domain.states import TaskStatus
 from goodfellaz17.logs import get_logger
 from goodfellaz17.metrics import WorkerMetrics
@@ -739,13 +739,9 @@ class OrderDeliveryWorker:
         total = 0
         while True:
             async with self.repo.transaction() as conn:
-                rows = await self.repo.task_rescue_orphans(
-                    conn,
-                    limit=RESCUE_BATCH,
-                    max_attempts=self.settings.max_attempts,
-                    backoff_base=self.settings.backoff_base_seconds,
-                    backoff_max=self.settings.backoff_max_seconds,
-                )
+                orphans = await self.repo.task_lock_orphans(conn, limit=RESCUE_BATCH)
+                rescues = OrphanPolicy(self.backoff).rescue_all(orphans)
+                rows = await self.repo.task_rescue_orphans(conn, rescues)
             for row in rows:
                 self._count_rescued(row)
             total += len(rows)
