@@ -13,6 +13,7 @@ import psycopg
 from goodfellaz17.db.repository import Repository, TaskFailure
 from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
 from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
+from tests import runbook_sql
 from tests.helpers import assert_counters_exact, insert_order, order_row
 
 LEASE = 60.0
@@ -46,9 +47,9 @@ async def fail(
         return await repo.task_record_outcomes(conn, [], failures, max_attempts=max_attempts)
 
 
-async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:
+async def rescue(repo: Repository, max_attempts: int = 5, max_orphanings: int = 20) -> list[Any]:
     """The rescuer's transaction: lock the orphans, decide, apply."""
-    policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, max_attempts))
+    policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, max_attempts), max_orphanings)
     async with repo.transaction() as conn:
         orphans = await repo.task_lock_orphans(conn, limit=100)
         return await repo.task_rescue_orphans(conn, policy.rescue_all(orphans))
@@ -160,13 +161,13 @@ async def test_expired_lease_is_rescued_and_the_late_completion_is_rejected(
     assert order["status"] == "COMPLETED"
 
 
-async def test_rescue_dead_letters_a_task_out_of_attempts(
+async def test_rescue_dead_letters_a_task_out_of_orphanings(
     repo: Repository, sql: psycopg.Connection[Any]
 ) -> None:
     order_id = insert_order(sql, 400)
     await claim(repo, lease=0.01)
     await asyncio.sleep(0.05)
-    [rescued] = await rescue(repo, max_attempts=1)
+    [rescued] = await rescue(repo, max_orphanings=1)
     assert rescued["status"] == "FAILED_PERMANENT"
     assert order_row(sql, order_id)["failed_permanent_plays"] == 400
 
@@ -189,7 +190,7 @@ async def test_rescued_orphans_back_off_with_full_jitter_under_the_cap(
     sql.execute("UPDATE order_tasks SET attempts = 4 WHERE status = 'EXECUTING'")
     expire_leases(sql)
     # Attempt 4: the ceiling is 30 s capped (80 s uncapped).
-    policy = OrphanPolicy(BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50))
+    policy = OrphanPolicy(BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50), 50)
     async with repo.transaction() as conn:
         orphans = await repo.task_lock_orphans(conn, limit=100)
         rows = await repo.task_rescue_orphans(conn, policy.rescue_all(orphans, random.Random(5)))
@@ -207,6 +208,81 @@ async def test_rescued_orphans_back_off_with_full_jitter_under_the_cap(
     # (expected 20 each; a constant delay would put all 60 on one side).
     assert sum(w < 10 for w in waits) >= 10
     assert sum(w > 20 for w in waits) >= 10
+
+
+async def lose_the_lease(repo: Repository, sql: psycopg.Connection[Any], **policy: Any) -> Any:
+    """A worker claims the one due task and dies: the lease lapses and the
+    rescuer takes the task back. Returns the rescued row."""
+    [task] = await claim(repo, worker="doomed")
+    expire_leases(sql)
+    [rescued] = await rescue(repo, **policy)
+    assert rescued["id"] == task.id
+    return rescued
+
+
+async def test_a_worker_crash_does_not_spend_the_delivery_attempts(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """Issue 14.12: orphaned as often as GOODFELLAZ17_MAX_ATTEMPTS without a
+    single delivery failure, a task is still retried, then delivered."""
+    order_id = insert_order(sql, 400)
+    rescued = [await lose_the_lease(repo, sql, max_attempts=5) for _ in range(5)]
+    assert [r["status"] for r in rescued] == ["FAILED_RETRYING"] * 5
+    row = sql.execute("SELECT attempts, orphanings FROM order_tasks").fetchone()
+    assert row == (0, 5)
+    [task] = await claim(repo)
+    assert task.attempt == 1
+    assert await complete(repo, [task]) == {task.id}
+    assert order_row(sql, order_id)["status"] == "COMPLETED"
+
+
+async def test_delivery_failures_keep_their_own_budget_after_orphanings(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400)
+    for _ in range(3):
+        await lose_the_lease(repo, sql, max_attempts=3)
+    outcomes = []
+    for _ in range(3):
+        [task] = await claim(repo)
+        [failed] = await fail(repo, [task], max_attempts=3)
+        outcomes.append(failed["status"])
+    assert outcomes == ["FAILED_RETRYING", "FAILED_RETRYING", "FAILED_PERMANENT"]
+    row = sql.execute("SELECT attempts, orphanings, last_error FROM order_tasks").fetchone()
+    assert row == (3, 3, "boom")
+
+
+async def test_a_task_that_keeps_killing_its_worker_is_dead_lettered_saying_so(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """A poison pill: every worker that takes it dies. Past the orphan budget
+    (GOODFELLAZ17_MAX_ORPHANINGS) it goes to the dead-letter queue with a
+    last_error an operator can act on."""
+    order_id = insert_order(sql, 400)
+    rescued = [await lose_the_lease(repo, sql, max_attempts=5, max_orphanings=3) for _ in range(3)]
+    assert [r["status"] for r in rescued] == ["FAILED_RETRYING"] * 2 + ["FAILED_PERMANENT"]
+    row = sql.execute("SELECT attempts, orphanings, last_error FROM order_tasks").fetchone()
+    assert row is not None
+    attempts, orphanings, last_error = row
+    assert (attempts, orphanings) == (0, 3)
+    assert "orphaned 3 times" in last_error
+    assert "killing its workers" in last_error
+    assert "doomed" in last_error
+    assert order_row(sql, order_id)["failed_permanent_plays"] == 400
+
+
+async def test_a_drain_gives_fresh_attempts_but_keeps_the_orphan_history(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """Drained by the runbook's SQL (which knows nothing of orphanings), a
+    poison pill gets one more try: one more crash dead-letters it again."""
+    order_id = insert_order(sql, 400)
+    for _ in range(3):
+        await lose_the_lease(repo, sql, max_orphanings=3)
+    sql.execute(runbook_sql.render(runbook_sql.DRAIN_DEAD_LETTERS, order_id))
+    assert sql.execute("SELECT attempts, orphanings FROM order_tasks").fetchone() == (0, 3)
+    again = await lose_the_lease(repo, sql, max_orphanings=3)
+    assert (again["status"], again["orphanings"]) == ("FAILED_PERMANENT", 4)
 
 
 async def test_released_claim_goes_back_to_pending_with_its_attempt_refunded(

@@ -35,24 +35,27 @@ def test_delays_are_spread_uniformly_from_zero_to_the_ceiling(attempt: int, ceil
     assert all(400 <= n <= 600 for n in deciles(delays, ceiling)), deciles(delays, ceiling)
 
 
-def orphan(attempts: int) -> Orphan:
-    return Orphan(task_id=uuid.uuid4(), fencing_token=7, attempts=attempts)
+def orphan(attempts: int, orphanings: int = 0) -> Orphan:
+    return Orphan(task_id=uuid.uuid4(), fencing_token=7, attempts=attempts, orphanings=orphanings)
 
 
 def test_an_orphan_backs_off_like_a_failure_spread_under_the_cap() -> None:
-    policy = OrphanPolicy(BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50))
+    backoff = BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50)
+    policy = OrphanPolicy(backoff, max_orphanings=50)
     rng = random.Random(3)
-    # Attempt 4: uncapped the ceiling would be 80 s.
-    rescues = policy.rescue_all([orphan(attempts=4) for _ in range(SAMPLES)], rng)
+    # Three tries so far, the fourth lost: uncapped the ceiling would be 80 s.
+    rescues = policy.rescue_all([orphan(attempts=2, orphanings=2) for _ in range(SAMPLES)], rng)
     delays = [r.delay_seconds for r in rescues]
     assert not any(r.dead_letter for r in rescues)
     assert all(0 <= d <= 30 for d in delays)
     assert all(400 <= n <= 600 for n in deciles(delays, 30)), deciles(delays, 30)
 
 
-def test_an_orphan_out_of_attempts_is_dead_lettered() -> None:
-    policy = OrphanPolicy(BackoffPolicy(base_seconds=1, max_seconds=10, max_attempts=5))
-    lost = orphan(attempts=5)
+def test_an_orphan_is_dead_lettered_by_its_orphan_budget_never_by_attempts() -> None:
+    policy = OrphanPolicy(BackoffPolicy(1, 10, max_attempts=5), max_orphanings=3)
+    # A crash is not a delivery failure: out of delivery attempts or not, a
+    # rescue sends the task back to the queue while orphanings remain.
+    assert not policy.rescue(orphan(attempts=9, orphanings=1), random.Random(0)).dead_letter
+    lost = orphan(attempts=1, orphanings=2)
     rescue = policy.rescue(lost, random.Random(0))
     assert (rescue.task_id, rescue.fencing_token, rescue.dead_letter) == (lost.task_id, 7, True)
-    assert not policy.rescue(orphan(attempts=4), random.Random(0)).dead_letter

@@ -88,8 +88,9 @@ WHERE o.id = %(order_id)s;
 
 -- name: order_failed_tasks
 -- The order's dead-letter queue, latest failure first; `total` and
--- `total_units` count all of them, however many the limit shows.
-SELECT id, seq, quantity, attempts, last_error, executed_at, node_id, lease_owner,
+-- `total_units` count all of them, however many the limit shows. Delivery
+-- attempts and orphanings (worker crashes) are two counts, two budgets.
+SELECT id, seq, quantity, attempts, orphanings, last_error, executed_at, node_id, lease_owner,
        count(*) OVER () AS total, sum(quantity) OVER () AS total_units
 FROM order_tasks
 WHERE order_id = %(order_id)s AND status = 'FAILED_PERMANENT'
@@ -231,9 +232,9 @@ RETURNING t.id;
 -- lease (their worker died or hung), oldest lease first. SKIP LOCKED:
 -- several rescuers never collide, and a task whose worker is completing it
 -- right now is left to that worker. The rescuer decides what becomes of each
--- (domain/retry.py: OrphanPolicy, the same backoff as any failure) and
--- applies that with task_rescue_orphans in the same transaction.
-SELECT id, fencing_token, attempts
+-- (domain/retry.py: OrphanPolicy, the same backoff as any failure, its own
+-- budget) and applies that with task_rescue_orphans in the same transaction.
+SELECT id, fencing_token, attempts, orphanings
 FROM order_tasks
 WHERE status = 'EXECUTING' AND lease_expires_at < now()
 ORDER BY lease_expires_at
@@ -242,16 +243,26 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: task_rescue_orphans
 -- The rescuer's decisions, in one statement: each orphan back to
--- FAILED_RETRYING after its delay, or to the dead-letter queue. Guarded like
--- every transition: only a task still EXECUTING past its lease under the
--- token it was locked with changes.
+-- FAILED_RETRYING after its delay, or to the dead-letter queue once its
+-- orphan budget is spent (a poison pill, which last_error names). A crash is
+-- not a delivery failure: the lost claim's attempt is refunded and the
+-- orphaning counted instead. Guarded like every transition: only a task
+-- still EXECUTING past its lease under the token it was locked with changes.
+-- last_error always starts 'orphaned: worker <id> lost its lease' (the
+-- runbook's queries match on it).
 UPDATE order_tasks t SET
     status = CASE WHEN r.dead_letter THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
     retry_after = CASE WHEN r.dead_letter THEN NULL ELSE now() + make_interval(secs => r.delay) END,
     queue_position = CASE WHEN r.dead_letter THEN t.queue_position
                           ELSE extract(epoch FROM now()) + r.delay END,
-    last_error = format('orphaned: worker %%s lost its lease (expired %%s, attempt %%s)',
-                        t.lease_owner, t.lease_expires_at, t.attempts),
+    attempts = greatest(t.attempts - 1, 0),
+    orphanings = t.orphanings + 1,
+    last_error = format('orphaned: worker %%s lost its lease (expired %%s, orphaned %%s times)',
+                        t.lease_owner, t.lease_expires_at, t.orphanings + 1)
+                 || CASE WHEN r.dead_letter
+                         THEN '; the orphan budget (GOODFELLAZ17_MAX_ORPHANINGS) is spent:'
+                              ' the task may be killing its workers'
+                         ELSE '' END,
     executed_at = now()
 FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(dead_letter)s::boolean[],
             %(delays)s::double precision[]) AS r (id, token, dead_letter, delay)
@@ -259,7 +270,8 @@ WHERE t.id = r.id
   AND t.fencing_token = r.token
   AND t.status = 'EXECUTING'
   AND t.lease_expires_at < now()
-RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
+RETURNING t.id, t.order_id, t.status, t.attempts, t.orphanings, t.lease_owner, t.node_id,
+          t.quantity,
           (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 
 -- ---------------------------------------------------------------- nodes

@@ -75,6 +75,7 @@ CREATE TABLE order_tasks (
     status            text             NOT NULL DEFAULT 'PENDING'
                                        CHECK (status IN ('PENDING', 'EXECUTING', 'COMPLETED',
                                                          'FAILED_RETRYING', 'FAILED_PERMANENT')),
+    -- Delivery attempts: claims that ended in a failure or are in flight.
     attempts          integer          NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     retry_after       timestamptz,
     last_error        text,
@@ -91,6 +92,12 @@ CREATE TABLE order_tasks (
     node_id           bigint,
     started_at        timestamptz,
     created_at        timestamptz      NOT NULL DEFAULT now(),
+    -- Times the task was rescued from a worker that lost its lease (died or
+    -- hung). Not delivery attempts: a rescue refunds the claim's attempt and
+    -- counts here, against GOODFELLAZ17_MAX_ORPHANINGS, so a crash is not a
+    -- delivery failure but a task that kills its workers still dead-letters.
+    -- A drain resets attempts, never this history.
+    orphanings        integer          NOT NULL DEFAULT 0 CHECK (orphanings >= 0),
     UNIQUE (order_id, seq),
     CHECK (status <> 'EXECUTING' OR (lease_expires_at IS NOT NULL AND fencing_token IS NOT NULL))
 );

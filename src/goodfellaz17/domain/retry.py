@@ -33,11 +33,13 @@ class BackoffPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Orphan:
-    """A task found EXECUTING past its lease, as the rescuer locked it."""
+    """A task found EXECUTING past its lease, as the rescuer locked it:
+    `attempts` still counts the lost claim, `orphanings` the earlier losses."""
 
     task_id: uuid.UUID
     fencing_token: int
     attempts: int
+    orphanings: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +55,20 @@ class OrphanRescue:
 
 @dataclass(frozen=True, slots=True)
 class OrphanPolicy:
-    """What becomes of orphans: the same backoff as a recorded failure."""
+    """What becomes of orphans. A worker crash is not a delivery failure: the
+    lost claim's attempt is refunded (by the rescue statement) and the
+    orphaning counts against its own budget, `max_orphanings`; a task that
+    keeps killing its workers (a poison pill) is dead-lettered once it is
+    spent. The wait before the next try is the one backoff formula, counted
+    over every try so far that delivered nothing."""
 
     backoff: BackoffPolicy
+    max_orphanings: int
 
     def rescue(self, orphan: Orphan, rng: random.Random | None = None) -> OrphanRescue:
-        if self.backoff.is_exhausted(orphan.attempts):
+        if orphan.orphanings + 1 >= self.max_orphanings:
             return OrphanRescue(orphan.task_id, orphan.fencing_token, True, 0.0)
-        delay = self.backoff.delay(orphan.attempts, rng)
+        delay = self.backoff.delay(orphan.attempts + orphan.orphanings, rng)
         return OrphanRescue(orphan.task_id, orphan.fencing_token, False, delay)
 
     def rescue_all(

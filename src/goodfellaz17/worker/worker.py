@@ -195,6 +195,7 @@ class OrderDeliveryWorker:
         self.backoff = BackoffPolicy(
             settings.backoff_base_seconds, settings.backoff_max_seconds, settings.max_attempts
         )
+        self.orphan_policy = OrphanPolicy(self.backoff, settings.max_orphanings)
         self.chaos = ChaosState()
         self.is_running = False
         self.log = log.bind(worker_id=self.worker_id)
@@ -735,12 +736,12 @@ class OrderDeliveryWorker:
 
     async def rescue_orphans_once(self) -> int:
         """Move every EXECUTING task past its lease back into the queue (or to
-        the dead-letter queue when out of attempts). Returns how many."""
+        the dead-letter queue once its orphan budget is spent). Returns how many."""
         total = 0
         while True:
             async with self.repo.transaction() as conn:
                 orphans = await self.repo.task_lock_orphans(conn, limit=RESCUE_BATCH)
-                rescues = OrphanPolicy(self.backoff).rescue_all(orphans)
+                rescues = self.orphan_policy.rescue_all(orphans)
                 rows = await self.repo.task_rescue_orphans(conn, rescues)
             for row in rows:
                 self._count_rescued(row)

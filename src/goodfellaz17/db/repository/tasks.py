@@ -142,7 +142,7 @@ class TaskQueries(RepositoryBase):
         """Lock tasks past their lease (SKIP LOCKED); call inside a transaction
         that then applies task_rescue_orphans."""
         rows = await self._fetchall("task_lock_orphans", {"limit": limit}, conn)
-        return [Orphan(r["id"], r["fencing_token"], r["attempts"]) for r in rows]
+        return [Orphan(r["id"], r["fencing_token"], r["attempts"], r["orphanings"]) for r in rows]
 
     async def task_rescue_orphans(
         self, conn: AsyncConn, rescues: Sequence[OrphanRescue]
