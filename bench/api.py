@@ -43,7 +43,7 @@ from bench.procs import (
 from bench.stats import percentile
 from goodfellaz17.db.queries import load_queries
 from goodfellaz17.domain.plan import plan_task_sizes
-from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
 
 API_KEY = "bench-operator-key-0123456789"
 HEADERS = {"X-Api-Key": API_KEY}
@@ -190,6 +190,7 @@ def _create_order(admin: psycopg.Connection[Any], cfg: BenchConfig, i: int) -> t
                 "idempotency_key": None,
                 "request_hash": None,
                 "fair_share_seconds": FAIR_SHARE_SECONDS,
+                "run_length": RUN_LENGTH,
             },
         ).fetchone()
         before = admin.execute("SELECT clock_timestamp()").fetchone()

@@ -208,7 +208,7 @@ def orders_failed_tasks(
         emit_json(data)
         return
     out.print(_pairs(data, title="dead letters"))
-    columns = ["taskId", "seq", "quantity", "attempts", "executedAt", "lastError"]
+    columns = ["taskId", "seq", "quantity", "attempts", "orphanings", "executedAt", "lastError"]
     out.print(_rows(columns, data["tasks"]))
 
 

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from goodfellaz17.domain.destinations import AllowList, DestinationPolicy
+from goodfellaz17.domain.queue import RUN_LENGTH
 
 ENV_PREFIX = "GOODFELLAZ17_"
 
@@ -86,7 +87,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
 
     worker_enabled: bool = True
-    worker_batch_size: int = Field(default=10, ge=1, le=1000)
+    # Defaults to the queue's run length: see domain/queue.py.
+    worker_batch_size: int = Field(default=RUN_LENGTH, ge=1, le=1000)
     worker_poll_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
     worker_claimers: int = Field(default=2, ge=1, le=16)
@@ -95,6 +97,9 @@ class Settings(BaseSettings):
     worker_rescue_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     worker_stale_after_seconds: float = Field(default=30.0, gt=0, le=86400)
     max_attempts: int = Field(default=5, ge=1, le=100)
+    # A worker crash is not a delivery failure: orphanings have their own,
+    # larger budget; past it the task is dead-lettered as a likely poison pill.
+    max_orphanings: int = Field(default=20, ge=1, le=1000)
     task_lease_seconds: float = Field(default=300.0, gt=0, le=86400)
     task_size: int = Field(default=400, ge=1, le=1_000_000)
     max_order_quantity: int = Field(default=1_000_000, ge=1, le=2_000_000_000)

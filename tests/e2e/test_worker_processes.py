@@ -114,8 +114,8 @@ def test_a_sigkilled_worker_loses_nothing(
         order = order_row(sql, order_id)
         assert (order["status"], order["delivered"]) == ("COMPLETED", 4_000)
     rescued = sql.execute(
-        "SELECT count(*) FROM order_tasks WHERE attempts = 2 AND last_error"
-        " LIKE 'orphaned: worker %% lost its lease%%'"
+        "SELECT count(*) FROM order_tasks WHERE attempts = 1 AND orphanings = 1"
+        " AND last_error LIKE 'orphaned: worker %% lost its lease%%'"
     ).fetchone()
     assert rescued == (18,)
     recovered = sql.execute("SELECT sum(recovered_orphans) FROM workers").fetchone()

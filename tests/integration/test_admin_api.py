@@ -77,6 +77,23 @@ async def test_failed_tasks_lists_dead_letters_with_last_error(
     assert limited.json()["count"] == 5
 
 
+async def test_failed_tasks_show_delivery_attempts_and_orphanings_apart(
+    api: Any, sql: psycopg.Connection[Any]
+) -> None:
+    """Two budgets, two counts (issue 14.12): an operator sees whether a dead
+    letter failed its deliveries or kept losing its workers."""
+    order_id = insert_order(sql, 1_200)
+    set_task_states(sql, order_id, ["FAILED_PERMANENT"] * 2 + ["COMPLETED"])
+    sql.execute(
+        "UPDATE order_tasks SET orphanings = 20, attempts = 0 WHERE order_id = %s AND seq = 0",
+        (order_id,),
+    )
+    r = await api.get(f"/api/admin/orders/{order_id}/failed-tasks", headers=key_headers(READ_KEY))
+    assert r.status_code == 200, r.text
+    counts = {t["seq"]: (t["attempts"], t["orphanings"]) for t in r.json()["tasks"]}
+    assert counts == {0: (0, 20), 1: (1, 0)}
+
+
 async def test_unknown_orders_are_404_naming_the_order(api: Any) -> None:
     missing = "00000000-0000-0000-0000-0000000000ff"
     for path in ["progress", "failed-tasks"]:

@@ -66,6 +66,8 @@ def test_reads_mirror_the_admin_api(cli: Any, sql: psycopg.Connection[Any]) -> N
     failed = as_json(cli("orders", "failed-tasks", str(order_id), "--json"))
     assert failed["count"] == 2
     assert {t["lastError"] for t in failed["tasks"]} == {"seeded failure"}
+    assert {(t["attempts"], t["orphanings"]) for t in failed["tasks"]} == {(1, 0)}
+    assert "orphanings" in cli("orders", "failed-tasks", str(order_id)).stdout
     capacity = as_json(cli("capacity", "--json"))
     assert capacity["backlogUnits"] == 3 * 400  # one PENDING, two FAILED_RETRYING
     assert capacity["healthyNodes"] == 1

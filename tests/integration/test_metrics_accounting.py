@@ -86,12 +86,16 @@ async def test_metrics_equal_the_database_after_failures_retries_and_an_orphan(
     dead = _one(sql, "SELECT count(*) FROM order_tasks WHERE status = 'FAILED_PERMANENT'")
     delivered_units = _one(sql, "SELECT sum(delivered) FROM orders")
     failed_units = _one(sql, "SELECT sum(failed_permanent_plays) FROM orders")
+    # Every claim but a task's first is a retry; a claim lost with its worker
+    # (an orphaning) was refunded from attempts and counted apart.
     retries = _one(
         sql,
-        """SELECT sum(attempts - 1) + count(*) FILTER (WHERE status = 'FAILED_RETRYING')
+        """SELECT sum(attempts + orphanings - 1)
+                  + count(*) FILTER (WHERE status = 'FAILED_RETRYING')
            FROM order_tasks""",
     )
     attempts = _one(sql, "SELECT sum(attempts) FROM order_tasks")
+    assert _one(sql, "SELECT sum(orphanings) FROM order_tasks") == 1
 
     # The scenario really had every kind of event the metrics count.
     assert completed > 0
@@ -112,8 +116,9 @@ async def test_metrics_equal_the_database_after_failures_retries_and_an_orphan(
     assert sample(metrics, "delivery_tasks_retrying") == 0
     assert sample(metrics, "delivery_tasks_executing") == 0
     assert sample(metrics, "delivery_worker_active") == 0  # it said STOPPED on the way out
-    # One task execution observed per attempt, except the orphan's first (a dead worker's).
-    assert sample(metrics, "delivery_task_duration_seconds_count") == attempts - 1
+    # One task execution observed per delivery attempt (the dead worker's lost
+    # claim is an orphaning, not an attempt).
+    assert sample(metrics, "delivery_task_duration_seconds_count") == attempts
     assert sample(metrics, "delivery_batch_duration_seconds_count") > 0
 
     # The worker's own heartbeat row agrees with its metrics too.

@@ -27,9 +27,12 @@ from psycopg.rows import dict_row
 
 from goodfellaz17.db.queries import load_queries
 from goodfellaz17.domain.plan import plan_task_sizes
+from goodfellaz17.domain.queue import RUN_LENGTH
+from goodfellaz17.domain.retry import BackoffPolicy, Orphan, OrphanPolicy
 from tests import runbook_sql
 
 MAX_ATTEMPTS = 3
+MAX_ORPHANINGS = 4
 TASK_SIZE = 400
 OPEN = {"PENDING", "EXECUTING", "FAILED_RETRYING"}
 Q = load_queries()
@@ -41,6 +44,7 @@ class TaskModel:
     quantity: int
     status: str = "PENDING"
     attempts: int = 0
+    orphanings: int = 0
     token: int | None = None
     lease_expired: bool = False
 
@@ -124,6 +128,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             idempotency_key=None,
             request_hash=None,
             fair_share_seconds=1.0,
+            run_length=RUN_LENGTH,
         )
         order_id = row["id"]
         model = OrderModel(quantity=quantity)
@@ -229,21 +234,33 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     @rule()
     def rescue_orphans(self) -> None:
-        rows = self._sql(
-            "task_rescue_orphans",
-            limit=1000,
-            max_attempts=MAX_ATTEMPTS,
-            backoff_base=0.0,
-            backoff_max=0.0,
-        )
+        policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, MAX_ATTEMPTS), MAX_ORPHANINGS)
+        with self.conn.transaction():
+            orphans = self._sql("task_lock_orphans", limit=1000)
+            rescues = policy.rescue_all(
+                [
+                    Orphan(o["id"], o["fencing_token"], o["attempts"], o["orphanings"])
+                    for o in orphans
+                ]
+            )
+            rows = self._sql(
+                "task_rescue_orphans",
+                ids=[r.task_id for r in rescues],
+                tokens=[r.fencing_token for r in rescues],
+                dead_letter=[r.dead_letter for r in rescues],
+                delays=[r.delay_seconds for r in rescues],
+            )
         expired = {t for t, m in self.tasks.items() if m.status == "EXECUTING" and m.lease_expired}
         assert {r["id"] for r in rows} == expired
         for row in rows:
             model = self.tasks[row["id"]]
             assert model.token is not None
             self.stale.append(Claim(row["id"], model.token))
+            # A crash is not a delivery failure: the attempt is refunded and
+            # the orphaning counts against its own budget.
+            model.attempts, model.orphanings = model.attempts - 1, model.orphanings + 1
             model.status = (
-                "FAILED_PERMANENT" if model.attempts >= MAX_ATTEMPTS else "FAILED_RETRYING"
+                "FAILED_PERMANENT" if model.orphanings >= MAX_ORPHANINGS else "FAILED_RETRYING"
             )
             model.lease_expired = False
             assert row["status"] == model.status
@@ -278,9 +295,11 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     @invariant()
     def database_matches_the_model(self) -> None:
-        rows = self.conn.execute("SELECT id, status, attempts FROM order_tasks").fetchall()
-        assert {r["id"]: (r["status"], r["attempts"]) for r in rows} == {
-            t: (m.status, m.attempts) for t, m in self.tasks.items()
+        rows = self.conn.execute(
+            "SELECT id, status, attempts, orphanings FROM order_tasks"
+        ).fetchall()
+        assert {r["id"]: (r["status"], r["attempts"], r["orphanings"]) for r in rows} == {
+            t: (m.status, m.attempts, m.orphanings) for t, m in self.tasks.items()
         }
         for order_id, order in self.orders.items():
             row = self.conn.execute(

@@ -11,29 +11,30 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from goodfellaz17.db.repository import Repository
+from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
 from goodfellaz17.logs import get_logger
 from goodfellaz17.worker import rescuer as rescuer_module
 from goodfellaz17.worker.counters import BoundMetrics, WorkerCounters, worker_metrics
 from goodfellaz17.worker.rescuer import OrphanRescuer, RescueResult
-from tests.conftest import make_settings
 from tests.helpers import insert_order, violations
 
-MAX_ATTEMPTS = 3
+MAX_ORPHANINGS = 3
 
 
-def seed_orphans(sql: psycopg.Connection[Any], attempts: list[int]) -> None:
+def seed_orphans(sql: psycopg.Connection[Any], orphanings: list[int]) -> None:
     """One order whose tasks (one per entry) are EXECUTING past their lease,
-    claimed by a worker that died, at the given attempt numbers."""
-    order_id = insert_order(sql, 400 * len(attempts))
+    claimed by a worker that died, each orphaned that many times before."""
+    order_id = insert_order(sql, 400 * len(orphanings))
     sql.execute(
-        """UPDATE order_tasks t SET status = 'EXECUTING', attempts = a.attempts,
+        """UPDATE order_tasks t SET status = 'EXECUTING', attempts = 1,
+               orphanings = a.orphanings,
                lease_owner = 'dead-worker', lease_expires_at = now() - interval '1 second',
                fencing_token = nextval('order_tasks_fencing_token_seq'),
                started_at = now() - interval '10 minutes',
                node_id = (SELECT id FROM nodes WHERE node_identifier = 'sim-local-1')
-           FROM unnest(%s::int[]) WITH ORDINALITY a (attempts, seq)
+           FROM unnest(%s::int[]) WITH ORDINALITY a (orphanings, seq)
            WHERE t.order_id = %s AND t.seq = a.seq - 1""",
-        (attempts, order_id),
+        (orphanings, order_id),
     )
 
 
@@ -42,7 +43,7 @@ def new_rescuer(
 ) -> OrphanRescuer:
     return OrphanRescuer(
         repo=repo,
-        settings=make_settings(db_url, max_attempts=MAX_ATTEMPTS),
+        policy=OrphanPolicy(BackoffPolicy(0.05, 0.2, 5), MAX_ORPHANINGS),
         counters=counters,
         metrics=BoundMetrics(worker_metrics(CollectorRegistry())),
         on_rescued=woken.set,
@@ -57,7 +58,7 @@ async def test_run_once_rescues_every_orphan_in_batches_and_returns_the_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(rescuer_module, "RESCUE_BATCH", 2)  # five orphans: three batches
-    seed_orphans(sql, [1, 2, MAX_ATTEMPTS, 1, MAX_ATTEMPTS])
+    seed_orphans(sql, [0, 1, MAX_ORPHANINGS - 1, 0, MAX_ORPHANINGS - 1])
     counters, woken = WorkerCounters(), asyncio.Event()
     rescuer = new_rescuer(repo, db_url, counters, woken)
 

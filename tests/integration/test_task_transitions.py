@@ -4,11 +4,16 @@ including the fencing that stops a late, rescued worker from counting."""
 from __future__ import annotations
 
 import asyncio
+import random
+from itertools import pairwise
 from typing import Any
 
 import psycopg
 
 from goodfellaz17.db.repository import Repository, TaskFailure
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
+from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
+from tests import runbook_sql
 from tests.helpers import assert_counters_exact, insert_order, order_row
 
 LEASE = 60.0
@@ -42,11 +47,12 @@ async def fail(
         return await repo.task_record_outcomes(conn, [], failures, max_attempts=max_attempts)
 
 
-async def rescue(repo: Repository, max_attempts: int = 5) -> list[Any]:
+async def rescue(repo: Repository, max_attempts: int = 5, max_orphanings: int = 20) -> list[Any]:
+    """The rescuer's transaction: lock the orphans, decide, apply."""
+    policy = OrphanPolicy(BackoffPolicy(0.0, 0.0, max_attempts), max_orphanings)
     async with repo.transaction() as conn:
-        return await repo.task_rescue_orphans(
-            conn, limit=100, max_attempts=max_attempts, backoff_base=0.0, backoff_max=0.0
-        )
+        orphans = await repo.task_lock_orphans(conn, limit=100)
+        return await repo.task_rescue_orphans(conn, policy.rescue_all(orphans))
 
 
 def statuses(sql: psycopg.Connection[Any], order_id: Any) -> dict[str, int]:
@@ -155,15 +161,128 @@ async def test_expired_lease_is_rescued_and_the_late_completion_is_rejected(
     assert order["status"] == "COMPLETED"
 
 
-async def test_rescue_dead_letters_a_task_out_of_attempts(
+async def test_rescue_dead_letters_a_task_out_of_orphanings(
     repo: Repository, sql: psycopg.Connection[Any]
 ) -> None:
     order_id = insert_order(sql, 400)
     await claim(repo, lease=0.01)
     await asyncio.sleep(0.05)
-    [rescued] = await rescue(repo, max_attempts=1)
+    [rescued] = await rescue(repo, max_orphanings=1)
     assert rescued["status"] == "FAILED_PERMANENT"
     assert order_row(sql, order_id)["failed_permanent_plays"] == 400
+
+
+def expire_leases(sql: psycopg.Connection[Any]) -> None:
+    """Database time passes for every claim: their leases lapse."""
+    sql.execute(
+        "UPDATE order_tasks SET lease_expires_at = now() - interval '1 s'"
+        " WHERE status = 'EXECUTING'"
+    )
+
+
+async def test_rescued_orphans_back_off_with_full_jitter_under_the_cap(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """The rescue's backoff is the worker's (BackoffPolicy): spread from 0 to
+    the capped ceiling, written as both retry_after and queue position."""
+    insert_order(sql, 400 * 60)
+    await claim(repo, limit=60)
+    sql.execute("UPDATE order_tasks SET attempts = 4 WHERE status = 'EXECUTING'")
+    expire_leases(sql)
+    # Attempt 4: the ceiling is 30 s capped (80 s uncapped).
+    policy = OrphanPolicy(BackoffPolicy(base_seconds=10, max_seconds=30, max_attempts=50), 50)
+    async with repo.transaction() as conn:
+        orphans = await repo.task_lock_orphans(conn, limit=100)
+        rows = await repo.task_rescue_orphans(conn, policy.rescue_all(orphans, random.Random(5)))
+    assert len(rows) == 60
+    delays = sql.execute(
+        """SELECT extract(epoch FROM retry_after - executed_at)::float8,
+                  queue_position - extract(epoch FROM executed_at)::float8
+           FROM order_tasks WHERE status = 'FAILED_RETRYING'"""
+    ).fetchall()
+    assert len(delays) == 60
+    assert all(abs(wait - position) < 1e-3 for wait, position in delays)
+    waits = sorted(wait for wait, _ in delays)
+    assert all(0 <= w <= 30 for w in waits)
+    # Spread, not the ceiling: a third of them below 10 s, a third above 20 s
+    # (expected 20 each; a constant delay would put all 60 on one side).
+    assert sum(w < 10 for w in waits) >= 10
+    assert sum(w > 20 for w in waits) >= 10
+
+
+async def lose_the_lease(repo: Repository, sql: psycopg.Connection[Any], **policy: Any) -> Any:
+    """A worker claims the one due task and dies: the lease lapses and the
+    rescuer takes the task back. Returns the rescued row."""
+    [task] = await claim(repo, worker="doomed")
+    expire_leases(sql)
+    [rescued] = await rescue(repo, **policy)
+    assert rescued["id"] == task.id
+    return rescued
+
+
+async def test_a_worker_crash_does_not_spend_the_delivery_attempts(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """Issue 14.12: orphaned as often as GOODFELLAZ17_MAX_ATTEMPTS without a
+    single delivery failure, a task is still retried, then delivered."""
+    order_id = insert_order(sql, 400)
+    rescued = [await lose_the_lease(repo, sql, max_attempts=5) for _ in range(5)]
+    assert [r["status"] for r in rescued] == ["FAILED_RETRYING"] * 5
+    row = sql.execute("SELECT attempts, orphanings FROM order_tasks").fetchone()
+    assert row == (0, 5)
+    [task] = await claim(repo)
+    assert task.attempt == 1
+    assert await complete(repo, [task]) == {task.id}
+    assert order_row(sql, order_id)["status"] == "COMPLETED"
+
+
+async def test_delivery_failures_keep_their_own_budget_after_orphanings(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    insert_order(sql, 400)
+    for _ in range(3):
+        await lose_the_lease(repo, sql, max_attempts=3)
+    outcomes = []
+    for _ in range(3):
+        [task] = await claim(repo)
+        [failed] = await fail(repo, [task], max_attempts=3)
+        outcomes.append(failed["status"])
+    assert outcomes == ["FAILED_RETRYING", "FAILED_RETRYING", "FAILED_PERMANENT"]
+    row = sql.execute("SELECT attempts, orphanings, last_error FROM order_tasks").fetchone()
+    assert row == (3, 3, "boom")
+
+
+async def test_a_task_that_keeps_killing_its_worker_is_dead_lettered_saying_so(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """A poison pill: every worker that takes it dies. Past the orphan budget
+    (GOODFELLAZ17_MAX_ORPHANINGS) it goes to the dead-letter queue with a
+    last_error an operator can act on."""
+    order_id = insert_order(sql, 400)
+    rescued = [await lose_the_lease(repo, sql, max_attempts=5, max_orphanings=3) for _ in range(3)]
+    assert [r["status"] for r in rescued] == ["FAILED_RETRYING"] * 2 + ["FAILED_PERMANENT"]
+    row = sql.execute("SELECT attempts, orphanings, last_error FROM order_tasks").fetchone()
+    assert row is not None
+    attempts, orphanings, last_error = row
+    assert (attempts, orphanings) == (0, 3)
+    assert "orphaned 3 times" in last_error
+    assert "killing its workers" in last_error
+    assert "doomed" in last_error
+    assert order_row(sql, order_id)["failed_permanent_plays"] == 400
+
+
+async def test_a_drain_gives_fresh_attempts_but_keeps_the_orphan_history(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """Drained by the runbook's SQL (which knows nothing of orphanings), a
+    poison pill gets one more try: one more crash dead-letters it again."""
+    order_id = insert_order(sql, 400)
+    for _ in range(3):
+        await lose_the_lease(repo, sql, max_orphanings=3)
+    sql.execute(runbook_sql.render(runbook_sql.DRAIN_DEAD_LETTERS, order_id))
+    assert sql.execute("SELECT attempts, orphanings FROM order_tasks").fetchone() == (0, 3)
+    again = await lose_the_lease(repo, sql, max_orphanings=3)
+    assert (again["status"], again["orphanings"]) == ("FAILED_PERMANENT", 4)
 
 
 async def test_released_claim_goes_back_to_pending_with_its_attempt_refunded(
@@ -282,9 +401,9 @@ def expected_positions(
 ) -> list[tuple[float]]:
     """Where the order's tasks belong if the order starts at `start`."""
     return sql.execute(
-        "SELECT order_task_position(%s, %s, seq, 1.0) FROM order_tasks"
+        "SELECT order_task_position(%s, %s, seq, %s, %s) FROM order_tasks"
         " WHERE order_id = %s ORDER BY seq",
-        (start, order_id, order_id),
+        (start, order_id, FAIR_SHARE_SECONDS, RUN_LENGTH, order_id),
     ).fetchall()
 
 
@@ -378,3 +497,47 @@ async def test_an_order_queues_its_tasks_in_runs_so_a_claim_touches_few_orders(
     ).fetchall()
     assert {r[0] for r in rounds} == set(orders)
     assert max(r[1] for r in rounds) == 0
+
+
+async def test_runs_are_as_long_as_the_run_length_passed_in(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """The run length is the caller's (domain/queue.py), not a literal in SQL:
+    with runs of four, tasks 0-3 share the first round, 4-7 the second."""
+    row = await repo.order_create(
+        quantity=12,
+        target="t",
+        backend="simulated",
+        sizes=[1] * 12,
+        idempotency_key=None,
+        request_hash=None,
+        fair_share_seconds=1.0,
+        run_length=4,
+    )
+    assert row is not None
+    positions = [p for (p,) in positions_of(sql, row["id"])]
+    # Within a run the next task is 1/1024 of a fair share later; a new run
+    # starts a round (four fair shares) after the previous one.
+    new_runs = [seq for seq, (a, b) in enumerate(pairwise(positions), start=1) if b - a > 1]
+    assert new_runs == [4, 8]
+
+
+def test_the_previous_releases_four_argument_call_queues_like_the_service(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """During a rolling upgrade the old release calls order_task_position
+    without a run length; its tasks must land where the new release's do."""
+    differing = sql.execute(
+        """SELECT count(*) FROM generate_series(0, 99) AS s (seq)
+            WHERE order_task_position(1e6, '00000000-0000-0000-0000-000000000001', s.seq, 1.0)
+               <> order_task_position(1e6, '00000000-0000-0000-0000-000000000001', s.seq, 1.0,
+                                      %s)""",
+        (RUN_LENGTH,),
+    ).fetchone()
+    assert differing == (0,)
+
+
+def test_the_default_claim_batch_is_one_run() -> None:
+    from tests.conftest import make_settings
+
+    assert make_settings().worker_batch_size == RUN_LENGTH

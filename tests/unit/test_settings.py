@@ -11,6 +11,8 @@ def test_defaults_match_the_contract() -> None:
     assert s.worker_batch_size == 10
     assert s.worker_poll_interval_seconds == 10
     assert s.max_attempts == 5
+    assert s.max_orphanings == 20
+    assert s.max_orphanings > s.max_attempts, "a crash is cheaper than a delivery failure"
     assert s.task_lease_seconds == 300
     assert s.task_size == 400
     assert s.port == 8080
@@ -25,6 +27,7 @@ def test_defaults_match_the_contract() -> None:
         ("GOODFELLAZ17_WORKER_BATCH_SIZE", "ten"),
         ("GOODFELLAZ17_WORKER_ENABLED", "maybe"),
         ("GOODFELLAZ17_MAX_ATTEMPTS", "-3"),
+        ("GOODFELLAZ17_MAX_ORPHANINGS", "0"),
         ("GOODFELLAZ17_TASK_LEASE_SECONDS", "0"),
         ("GOODFELLAZ17_TASK_SIZE", "1.5"),
         ("GOODFELLAZ17_PORT", "70000"),

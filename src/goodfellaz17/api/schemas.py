@@ -230,7 +230,10 @@ class FailedTask(ApiModel):
     task_id: uuid.UUID
     seq: int
     quantity: int
-    attempts: int
+    attempts: int = Field(description="delivery attempts (GOODFELLAZ17_MAX_ATTEMPTS)")
+    orphanings: int = Field(
+        description="times its worker was lost, crashed or hung (GOODFELLAZ17_MAX_ORPHANINGS)"
+    )
     last_error: str | None
     executed_at: datetime | None
     node_id: int | None

@@ -19,11 +19,12 @@ WITH new_order AS (
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
-    -- The order joins the queue at its front, its tasks in runs of ten
-    -- (order_queue_start and order_task_position, migrations 0005 and 0007).
+    -- The order joins the queue at its front, its tasks in runs
+    -- (order_queue_start and order_task_position, db/schema.sql).
     INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
     SELECT o.id, s.ord - 1, s.qty,
-           order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s),
+           order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s,
+                               %(run_length)s),
            o.created_at
     FROM new_order o
     CROSS JOIN LATERAL (SELECT order_queue_start(o.created_at) AS start) q
@@ -87,8 +88,9 @@ WHERE o.id = %(order_id)s;
 
 -- name: order_failed_tasks
 -- The order's dead-letter queue, latest failure first; `total` and
--- `total_units` count all of them, however many the limit shows.
-SELECT id, seq, quantity, attempts, last_error, executed_at, node_id, lease_owner,
+-- `total_units` count all of them, however many the limit shows. Delivery
+-- attempts and orphanings (worker crashes) are two counts, two budgets.
+SELECT id, seq, quantity, attempts, orphanings, last_error, executed_at, node_id, lease_owner,
        count(*) OVER () AS total, sum(quantity) OVER () AS total_units
 FROM order_tasks
 WHERE order_id = %(order_id)s AND status = 'FAILED_PERMANENT'
@@ -225,36 +227,51 @@ WHERE t.id = c.id
   AND t.status = 'EXECUTING'
 RETURNING t.id;
 
+-- name: task_lock_orphans
+-- The rescuer's first step: lock up to `limit` tasks EXECUTING past their
+-- lease (their worker died or hung), oldest lease first. SKIP LOCKED:
+-- several rescuers never collide, and a task whose worker is completing it
+-- right now is left to that worker. The rescuer decides what becomes of each
+-- (domain/retry.py: OrphanPolicy, the same backoff as any failure, its own
+-- budget) and applies that with task_rescue_orphans in the same transaction.
+SELECT id, fencing_token, attempts, orphanings
+FROM order_tasks
+WHERE status = 'EXECUTING' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: task_rescue_orphans
--- Tasks EXECUTING past their lease (their worker died or hung) go back to
--- FAILED_RETRYING with a short jittered backoff, or to the dead-letter queue
--- when out of attempts. SKIP LOCKED: several rescuers never collide, and a
--- task whose worker is completing it right now is left to that worker.
-WITH expired AS (
-    SELECT id
-    FROM order_tasks
-    WHERE status = 'EXECUTING' AND lease_expires_at < now()
-    ORDER BY lease_expires_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), decided AS (
-    SELECT t.id, t.attempts >= %(max_attempts)s AS exhausted,
-           random() * least(%(backoff_max)s,
-                            %(backoff_base)s * power(2, least(greatest(t.attempts - 1, 0), 30)))
-               AS delay
-    FROM order_tasks t JOIN expired e ON e.id = t.id
-)
+-- The rescuer's decisions, in one statement: each orphan back to
+-- FAILED_RETRYING after its delay, or to the dead-letter queue once its
+-- orphan budget is spent (a poison pill, which last_error names). A crash is
+-- not a delivery failure: the lost claim's attempt is refunded and the
+-- orphaning counted instead. Guarded like every transition: only a task
+-- still EXECUTING past its lease under the token it was locked with changes.
+-- last_error always starts 'orphaned: worker <id> lost its lease' (the
+-- runbook's queries match on it).
 UPDATE order_tasks t SET
-    status = CASE WHEN d.exhausted THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
-    retry_after = CASE WHEN d.exhausted THEN NULL ELSE now() + make_interval(secs => d.delay) END,
-    queue_position = CASE WHEN d.exhausted THEN t.queue_position
-                          ELSE extract(epoch FROM now()) + d.delay END,
-    last_error = format('orphaned: worker %%s lost its lease (expired %%s, attempt %%s)',
-                        t.lease_owner, t.lease_expires_at, t.attempts),
+    status = CASE WHEN r.dead_letter THEN 'FAILED_PERMANENT' ELSE 'FAILED_RETRYING' END,
+    retry_after = CASE WHEN r.dead_letter THEN NULL ELSE now() + make_interval(secs => r.delay) END,
+    queue_position = CASE WHEN r.dead_letter THEN t.queue_position
+                          ELSE extract(epoch FROM now()) + r.delay END,
+    attempts = greatest(t.attempts - 1, 0),
+    orphanings = t.orphanings + 1,
+    last_error = format('orphaned: worker %%s lost its lease (expired %%s, orphaned %%s times)',
+                        t.lease_owner, t.lease_expires_at, t.orphanings + 1)
+                 || CASE WHEN r.dead_letter
+                         THEN '; the orphan budget (GOODFELLAZ17_MAX_ORPHANINGS) is spent:'
+                              ' the task may be killing its workers'
+                         ELSE '' END,
     executed_at = now()
-FROM decided d
-WHERE t.id = d.id
-RETURNING t.id, t.order_id, t.status, t.attempts, t.lease_owner, t.node_id, t.quantity,
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[], %(dead_letter)s::boolean[],
+            %(delays)s::double precision[]) AS r (id, token, dead_letter, delay)
+WHERE t.id = r.id
+  AND t.fencing_token = r.token
+  AND t.status = 'EXECUTING'
+  AND t.lease_expires_at < now()
+RETURNING t.id, t.order_id, t.status, t.attempts, t.orphanings, t.lease_owner, t.node_id,
+          t.quantity,
           (SELECT n.node_identifier FROM nodes n WHERE n.id = t.node_id) AS node_identifier;
 
 -- ---------------------------------------------------------------- nodes

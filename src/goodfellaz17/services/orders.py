@@ -15,7 +15,7 @@ from typing import Any
 from goodfellaz17.backends.base import BACKEND_NAMES
 from goodfellaz17.db.repository import Repository, Row
 from goodfellaz17.domain.plan import plan_task_sizes
-from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS
+from goodfellaz17.domain.queue import FAIR_SHARE_SECONDS, RUN_LENGTH
 from goodfellaz17.domain.states import OrderStatus
 from goodfellaz17.errors import Conflict, InvalidInput, NotFound
 from goodfellaz17.settings import Settings
@@ -102,6 +102,7 @@ async def create_order(
         idempotency_key=idempotency_key,
         request_hash=fingerprint if idempotency_key else None,
         fair_share_seconds=FAIR_SHARE_SECONDS,
+        run_length=RUN_LENGTH,
     )
     if row is not None:
         return CreatedOrder(order=row, created=True)

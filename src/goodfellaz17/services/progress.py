@@ -77,6 +77,7 @@ async def failed_tasks(
                 "seq": r["seq"],
                 "quantity": r["quantity"],
                 "attempts": r["attempts"],
+                "orphanings": r["orphanings"],
                 "lastError": r["last_error"],
                 "executedAt": r["executed_at"],
                 "nodeId": r["node_id"],

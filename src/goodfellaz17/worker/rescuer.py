@@ -3,10 +3,11 @@
 A task is an orphan when its worker died or hung (SIGKILL, OOM, a stalled
 event loop) and its lease ran out on the database's clock. Every worker runs a
 rescuer; `run_once()` moves every orphan, in batches, to FAILED_RETRYING with
-a backoff, or to the dead-letter queue when it is out of attempts, and says
-how many went where. The statement skips rows locked by anyone else, so
-rescuers never collide and a task whose worker is completing it right now is
-left to that worker.
+a backoff, or to the dead-letter queue once its orphan budget is spent, and
+says how many went where. The decision (delay, budget) is domain/retry.py's
+OrphanPolicy, the same backoff as a delivery failure's. The lock skips rows
+locked by anyone else, so rescuers never collide and a task whose worker is
+completing it right now is left to that worker.
 
 The rescuer never touches a task whose lease still runs, and never decides
 from the worker's clock: expiry is the database's judgement.
@@ -21,8 +22,8 @@ from typing import Any
 from psycopg.rows import DictRow
 
 from goodfellaz17.db.repository import Repository
+from goodfellaz17.domain.retry import OrphanPolicy
 from goodfellaz17.domain.states import TaskStatus
-from goodfellaz17.settings import Settings
 from goodfellaz17.worker.counters import BoundMetrics, WorkerCounters
 
 RESCUE_BATCH = 500
@@ -45,14 +46,14 @@ class OrphanRescuer:
         self,
         *,
         repo: Repository,
-        settings: Settings,
+        policy: OrphanPolicy,
         counters: WorkerCounters,
         metrics: BoundMetrics,
         on_rescued: Callable[[], None],
         log: Any,
     ) -> None:
         self._repo = repo
-        self._settings = settings
+        self._policy = policy
         self._counters = counters
         self._m = metrics
         self._on_rescued = on_rescued
@@ -76,15 +77,12 @@ class OrphanRescuer:
         return result
 
     async def _rescue_batch(self) -> list[DictRow]:
-        """The one place the rescue statement runs."""
+        """The one place the rescue statements run: lock the expired claims,
+        decide each one with the policy, apply the decisions; one transaction."""
         async with self._repo.transaction() as conn:
-            return await self._repo.task_rescue_orphans(
-                conn,
-                limit=RESCUE_BATCH,
-                max_attempts=self._settings.max_attempts,
-                backoff_base=self._settings.backoff_base_seconds,
-                backoff_max=self._settings.backoff_max_seconds,
-            )
+            orphans = await self._repo.task_lock_orphans(conn, limit=RESCUE_BATCH)
+            rescues = self._policy.rescue_all(orphans)
+            return await self._repo.task_rescue_orphans(conn, rescues)
 
     def _count_rescued(self, row: DictRow) -> str:
         c, m = self._counters, self._m

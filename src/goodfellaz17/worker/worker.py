@@ -35,6 +35,7 @@ from goodfellaz17.backends.base import DeliveryBackend
 from goodfellaz17.backends.registry import build_backends
 from goodfellaz17.db.pool import create_pool
 from goodfellaz17.db.repository import Repository
+from goodfellaz17.domain.retry import BackoffPolicy, OrphanPolicy
 from goodfellaz17.logs import get_logger
 from goodfellaz17.periodic import periodic
 from goodfellaz17.settings import Settings
@@ -143,7 +144,10 @@ class OrderDeliveryWorker:
         )
         self.rescuer = OrphanRescuer(
             repo=repo,
-            settings=s,
+            policy=OrphanPolicy(
+                BackoffPolicy(s.backoff_base_seconds, s.backoff_max_seconds, s.max_attempts),
+                s.max_orphanings,
+            ),
             counters=self.counters,
             metrics=bound,
             on_rescued=self.ledger.wakeup.set,
