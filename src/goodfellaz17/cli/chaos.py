@@ -4,17 +4,23 @@ GOODFELLAZ17_CHAOS_ALLOWED=false refuses it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from goodfellaz17.cli.output import JsonOption, out, pairs_table, print_json
+from goodfellaz17.cli.output import JsonOption, api_json, out, pairs_table, print_json
 from goodfellaz17.cli.runtime import cli_actor, run_with_repo, settings_or_exit
+
+if TYPE_CHECKING:
+    from goodfellaz17.services.chaos import ChaosState
 
 app = typer.Typer(help="Chaos injection for every worker.", no_args_is_help=True)
 
 
-def _show_chaos(data: dict[str, Any], as_json: bool) -> None:
+def _show_chaos(state: ChaosState, as_json: bool) -> None:
+    from goodfellaz17.api.schemas import ChaosStatusResponse
+
+    data = api_json(ChaosStatusResponse, state)
     if as_json:
         print_json(data)
     else:

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from goodfellaz17.cli.output import JsonOption, out, pairs_table, print_json, rows_table
+from goodfellaz17.cli.output import (
+    JsonOption,
+    api_json,
+    out,
+    pairs_table,
+    print_json,
+    rows_table,
+)
 from goodfellaz17.cli.runtime import run_with_repo, settings_or_exit
 
 app = typer.Typer()
@@ -18,10 +25,12 @@ app = typer.Typer()
 @app.command()
 def status(as_json: JsonOption = False) -> None:
     """Worker status: the fleet's totals and every recent worker."""
+    from goodfellaz17.api.schemas import WorkerStatusResponse
     from goodfellaz17.services.workers import worker_status
 
     settings = settings_or_exit()
-    data = run_with_repo(settings, lambda repo: worker_status(repo, settings))
+    result = run_with_repo(settings, lambda repo: worker_status(repo, settings))
+    data = api_json(WorkerStatusResponse, result)
     if as_json:
         print_json(data)
         return
@@ -37,12 +46,14 @@ def capacity(
     as_json: JsonOption = False,
 ) -> None:
     """Healthy capacity against the backlog, and whether a new order fits in 2 h."""
+    from goodfellaz17.api.schemas import CapacityResponse
     from goodfellaz17.services.capacity import capacity as capacity_of
 
     settings = settings_or_exit()
-    data = run_with_repo(
+    result = run_with_repo(
         settings, lambda repo: capacity_of(repo, settings, quantity=quantity, backend=backend)
     )
+    data = api_json(CapacityResponse, result)
     if as_json:
         print_json(data)
         return

@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from goodfellaz17.cli.output import JsonOption, fail, out, pairs_table, print_json, rows_table
+from goodfellaz17.cli.output import (
+    JsonOption,
+    api_json,
+    fail,
+    out,
+    pairs_table,
+    print_json,
+    rows_table,
+)
 from goodfellaz17.cli.runtime import parse_uuid, run_with_repo, settings_or_exit
 
 app = typer.Typer(help="Check the accounting invariants.", no_args_is_help=True)
@@ -25,6 +33,7 @@ def invariants_check(
     as_json: JsonOption = False,
 ) -> None:
     """Check one order, every order, or orphaned tasks; exit 1 on violations."""
+    from goodfellaz17.api import schemas
     from goodfellaz17.services import invariants
 
     if sum((order_id is not None, check_all, orphans)) > 1:
@@ -32,14 +41,17 @@ def invariants_check(
     settings = settings_or_exit()
     if order_id is not None:
         oid = parse_uuid(order_id, "ORDER_ID")
-        data = run_with_repo(settings, lambda repo: invariants.check_order(repo, oid))
+        checked = run_with_repo(settings, lambda repo: invariants.check_order(repo, oid))
+        data = api_json(schemas.OrderInvariantsResponse, checked)
         rows, columns = data["checks"], ["name", "expected", "actual", "passed"]
     elif orphans:
-        data = run_with_repo(settings, lambda repo: invariants.check_orphans(repo))
+        found = run_with_repo(settings, lambda repo: invariants.check_orphans(repo))
+        data = api_json(schemas.OrphansResponse, found)
         rows = data["orphans"]
         columns = ["taskId", "orderId", "leaseOwner", "leaseExpiresAt", "overdueSeconds"]
     else:
-        data = run_with_repo(settings, lambda repo: invariants.check_all(repo))
+        overall = run_with_repo(settings, lambda repo: invariants.check_all(repo))
+        data = api_json(schemas.GlobalInvariantsResponse, overall)
         rows, columns = data["violations"], ["orderId", "check", "expected", "actual"]
     if as_json:
         print_json(data)

@@ -4,16 +4,25 @@ never deleted."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from goodfellaz17.cli.output import JsonOption, out, print_json, rows_table
+from goodfellaz17.cli.output import JsonOption, api_json, out, print_json, rows_table
 from goodfellaz17.cli.runtime import cli_actor, run_with_repo, settings_or_exit
+
+if TYPE_CHECKING:
+    from goodfellaz17.services.nodes import Node
 
 app = typer.Typer(help="Delivery nodes (capacity).", no_args_is_help=True)
 
 NODE_COLUMNS = ["id", "provider", "nodeIdentifier", "capacityPerHour", "state", "healthy"]
+
+
+def _node_json(node: Node) -> dict[str, Any]:
+    from goodfellaz17.api.schemas import NodeResponse
+
+    return api_json(NodeResponse, node)
 
 
 @app.command("add")
@@ -27,7 +36,7 @@ def nodes_add(
     """Register a node."""
     from goodfellaz17.services.nodes import register_node
 
-    data = run_with_repo(
+    node = run_with_repo(
         settings_or_exit(),
         lambda repo: register_node(
             repo,
@@ -38,6 +47,7 @@ def nodes_add(
             actor=cli_actor(),
         ),
     )
+    data = _node_json(node)
     if as_json:
         print_json(data)
     else:
@@ -49,7 +59,7 @@ def nodes_list(as_json: JsonOption = False) -> None:
     """Every node with its health."""
     from goodfellaz17.services.nodes import list_nodes
 
-    data = run_with_repo(settings_or_exit(), list_nodes)
+    data = [_node_json(n) for n in run_with_repo(settings_or_exit(), list_nodes)]
     if as_json:
         print_json(data)
     else:
@@ -59,10 +69,11 @@ def nodes_list(as_json: JsonOption = False) -> None:
 def _set_enabled(node_id: int, enabled: bool, as_json: bool) -> None:
     from goodfellaz17.services.nodes import set_node_enabled
 
-    data = run_with_repo(
+    node = run_with_repo(
         settings_or_exit(),
         lambda repo: set_node_enabled(repo, node_id, enabled=enabled, actor=cli_actor()),
     )
+    data = _node_json(node)
     if as_json:
         print_json(data)
     else:

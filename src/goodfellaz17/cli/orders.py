@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from goodfellaz17.cli.output import JsonOption, out, pairs_table, print_json, rows_table
+from goodfellaz17.cli.output import (
+    JsonOption,
+    api_json,
+    out,
+    pairs_table,
+    print_json,
+    rows_table,
+)
 from goodfellaz17.cli.runtime import cli_actor, parse_uuid, run_with_repo, settings_or_exit
 from goodfellaz17.db.repository import Repository
+
+if TYPE_CHECKING:
+    from goodfellaz17.services.operations import ActionResult
+    from goodfellaz17.services.orders import Order
 
 app = typer.Typer(help="Create and inspect orders.", no_args_is_help=True)
 
 ForceOption = Annotated[bool, typer.Option("--force", help="also act on EXECUTING tasks")]
 
 
-def _order_table(order: dict[str, Any]) -> Table:
+def _order_table(order: Order) -> Table:
+    """The order's columns that matter to a person (--json has them all)."""
     table = Table(show_header=False, box=None)
     for key in (
         "id",
@@ -37,7 +50,7 @@ def _order_table(order: dict[str, Any]) -> Table:
         "created_at",
         "completed_at",
     ):
-        table.add_row(key, str(order.get(key)))
+        table.add_row(key, str(getattr(order, key)))
     return table
 
 
@@ -65,7 +78,7 @@ def orders_create(
         ),
     )
     if as_json:
-        print_json(result.order)
+        print_json(asdict(result.order))
     else:
         out.print(_order_table(result.order))
 
@@ -79,7 +92,7 @@ def orders_show(order_id: str, as_json: JsonOption = False) -> None:
     settings = settings_or_exit()
     order = run_with_repo(settings, lambda repo: get_order(repo, oid))
     if as_json:
-        print_json(order)
+        print_json(asdict(order))
     else:
         out.print(_order_table(order))
 
@@ -94,24 +107,24 @@ def orders_list(
     from goodfellaz17.services.orders import list_orders
 
     settings = settings_or_exit()
-    rows, _ = run_with_repo(
+    listing = run_with_repo(
         settings, lambda repo: list_orders(repo, status=status, limit=limit, cursor=None)
     )
     if as_json:
-        print_json(rows)
+        print_json([asdict(o) for o in listing.orders])
         return
     table = Table()
     table.add_column("id", no_wrap=True, min_width=36)  # ids are for copying: never cut
     for header in ("status", "quantity", "delivered", "dead-lettered", "created"):
         table.add_column(header)
-    for r in rows:
+    for o in listing.orders:
         table.add_row(
-            str(r["id"]),
-            r["status"],
-            str(r["quantity"]),
-            str(r["delivered"]),
-            str(r["failed_permanent_plays"]),
-            r["created_at"].isoformat(timespec="seconds"),
+            str(o.id),
+            o.status,
+            str(o.quantity),
+            str(o.delivered),
+            str(o.failed_permanent_plays),
+            o.created_at.isoformat(timespec="seconds"),
         )
     out.print(table)
 
@@ -119,10 +132,12 @@ def orders_list(
 @app.command("progress")
 def orders_progress(order_id: str, as_json: JsonOption = False) -> None:
     """Tasks and units per status, percent, rate, ETA and age of one order."""
+    from goodfellaz17.api.schemas import OrderProgressResponse
     from goodfellaz17.services.progress import order_progress
 
     oid = parse_uuid(order_id, "ORDER_ID")
-    data = run_with_repo(settings_or_exit(), lambda repo: order_progress(repo, oid))
+    result = run_with_repo(settings_or_exit(), lambda repo: order_progress(repo, oid))
+    data = api_json(OrderProgressResponse, result)
     if as_json:
         print_json(data)
         return
@@ -138,10 +153,12 @@ def orders_failed_tasks(
     as_json: JsonOption = False,
 ) -> None:
     """The order's dead-letter tasks, latest failure first."""
+    from goodfellaz17.api.schemas import FailedTasksResponse
     from goodfellaz17.services.progress import failed_tasks
 
     oid = parse_uuid(order_id, "ORDER_ID")
-    data = run_with_repo(settings_or_exit(), lambda repo: failed_tasks(repo, oid, limit=limit))
+    result = run_with_repo(settings_or_exit(), lambda repo: failed_tasks(repo, oid, limit=limit))
+    data = api_json(FailedTasksResponse, result)
     if as_json:
         print_json(data)
         return
@@ -150,14 +167,17 @@ def orders_failed_tasks(
     out.print(rows_table(columns, data["tasks"]))
 
 
-ActionFn = Callable[[Repository, uuid.UUID, str], Awaitable[dict[str, Any]]]
+ActionFn = Callable[[Repository, uuid.UUID, str], Awaitable["ActionResult"]]
 
 
 def act_on_order(order_id: str, as_json: bool, action: ActionFn) -> None:
     """Run one operator action on the order and show what it did."""
+    from goodfellaz17.api.schemas import OperatorActionResponse
+
     oid = parse_uuid(order_id, "ORDER_ID")
     actor = cli_actor()
-    data = run_with_repo(settings_or_exit(), lambda repo: action(repo, oid, actor))
+    done = run_with_repo(settings_or_exit(), lambda repo: action(repo, oid, actor))
+    data = api_json(OperatorActionResponse, done)
     if as_json:
         print_json(data)
     else:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 out = Console()
 err = Console(stderr=True)
@@ -38,6 +41,12 @@ def print_json(data: Any) -> None:
     """The JSON for scripts, on stdout (the API's field names for what the API
     also serves)."""
     typer.echo(json.dumps(data, default=_json_default, indent=2))
+
+
+def api_json(model: type[BaseModel], result: object) -> dict[str, Any]:
+    """A service's typed result as the API returns it: the API's response
+    model names the fields (camelCase), so `--json` and HTTP agree."""
+    return model.model_validate(result).model_dump(by_alias=True)
 
 
 def _fmt(value: Any) -> str:

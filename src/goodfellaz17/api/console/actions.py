@@ -147,7 +147,7 @@ async def logout(request: Request, _: SignedInForm, cons: Console) -> Response:
 # ---------------------------------------------------------------- order actions
 
 
-ActionFn = Callable[..., Awaitable[dict[str, Any]]]
+ActionFn = Callable[..., Awaitable[operations.ActionResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,17 +178,16 @@ ORDER_ACTIONS = {
 }
 
 
-def _units(prog: dict[str, Any], *statuses: str) -> tuple[int, int]:
-    tasks = sum(prog["tasks"][s]["tasks"] for s in statuses)
-    units = sum(prog["tasks"][s]["units"] for s in statuses)
-    return tasks, units
+def _units(prog: progress.OrderProgress, *statuses: str) -> tuple[int, int]:
+    tally = prog.tally(*statuses)
+    return tally.tasks, tally.units
 
 
-def describe(slug: str, prog: dict[str, Any]) -> dict[str, Any]:
+def describe(slug: str, prog: progress.OrderProgress) -> dict[str, Any]:
     """What the action will do to this order, in the operator's words, with
     the numbers as they stand; `noop` when it would change nothing."""
     executing, executing_units = _units(prog, "EXECUTING")
-    completed = prog["status"] == "COMPLETED"
+    completed = prog.status == "COMPLETED"
     lines: list[str] = []
     noop = False
     force_note: str | None = None
@@ -214,8 +213,8 @@ def describe(slug: str, prog: dict[str, Any]) -> dict[str, Any]:
         n, u = _units(prog, "PENDING", "FAILED_RETRYING", "EXECUTING")
         noop = completed
         lines.append(
-            f"The order becomes COMPLETED with {prog['delivered']:,} of "
-            f"{prog['quantity']:,} units delivered. Its {n:,} open task(s) ({u:,} units) "
+            f"The order becomes COMPLETED with {prog.delivered:,} of "
+            f"{prog.quantity:,} units delivered. Its {n:,} open task(s) ({u:,} units) "
             "go to the dead-letter queue and will not be delivered."
         )
         lines.append("Do this only when the customer agreed to a partial delivery.")
@@ -316,7 +315,7 @@ async def run_order_action(
             request, cons, repo, oid, action, error=exc.message, status_code=exc.status_code
         )
     query = urllib.parse.urlencode(
-        {"done": slug, "tasks": result["tasksAffected"], "units": result["unitsAffected"]}
+        {"done": slug, "tasks": result.tasks_affected, "units": result.units_affected}
     )
     return see_other(f"/console/orders/{oid}?{query}")
 
@@ -431,9 +430,9 @@ async def add_node(
     return see_other("/console/workers")
 
 
-async def _node(repo: Repository, node_id: int) -> dict[str, Any]:
+async def _node(repo: Repository, node_id: int) -> nodes.Node:
     for node in await nodes.list_nodes(repo):
-        if node["id"] == node_id:
+        if node.id == node_id:
             return node
     raise ConsoleRefusal(404, "No such node", f"There is no node {node_id}.")
 
