@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from goodfellaz17.cli.output import JsonOption, api_json, out, pairs_table, print_json
+from goodfellaz17.cli.output import JsonOption, api_json, print_result
 from goodfellaz17.cli.runtime import cli_actor, run_with_repo, settings_or_exit
 
 if TYPE_CHECKING:
@@ -20,11 +20,7 @@ app = typer.Typer(help="Chaos injection for every worker.", no_args_is_help=True
 def _show_chaos(state: ChaosState, as_json: bool) -> None:
     from goodfellaz17.api.schemas import ChaosStatusResponse
 
-    data = api_json(ChaosStatusResponse, state)
-    if as_json:
-        print_json(data)
-    else:
-        out.print(pairs_table(data, title="chaos"))
+    print_result(api_json(ChaosStatusResponse, state), as_json, title="chaos")
 
 
 @app.command("status")

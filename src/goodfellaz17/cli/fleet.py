@@ -9,17 +9,14 @@ from typing import Annotated
 
 import typer
 
-from goodfellaz17.cli.output import (
-    JsonOption,
-    api_json,
-    out,
-    pairs_table,
-    print_json,
-    rows_table,
-)
+from goodfellaz17.cli.output import JsonOption, api_json, print_result
 from goodfellaz17.cli.runtime import run_with_repo, settings_or_exit
 
 app = typer.Typer()
+
+BACKEND_COLUMNS = (
+    "backend healthyNodes totalNodes healthyUnitsPerHour backlogUnits backlogEtaSeconds"
+)
 
 
 @app.command()
@@ -31,12 +28,8 @@ def status(as_json: JsonOption = False) -> None:
     settings = settings_or_exit()
     result = run_with_repo(settings, lambda repo: worker_status(repo, settings))
     data = api_json(WorkerStatusResponse, result)
-    if as_json:
-        print_json(data)
-        return
-    out.print(pairs_table(data, title="workers"))
     columns = ["id", "state", "lastHeartbeatAt", "totalProcessed", "totalCompleted", "totalFailed"]
-    out.print(rows_table(columns, data["workers"]))
+    print_result(data, as_json, title="workers", columns=columns, items=data["workers"])
 
 
 @app.command()
@@ -54,9 +47,6 @@ def capacity(
         settings, lambda repo: capacity_of(repo, settings, quantity=quantity, backend=backend)
     )
     data = api_json(CapacityResponse, result)
-    if as_json:
-        print_json(data)
-        return
-    out.print(pairs_table(data, title="capacity"))
-    columns = ["backend", "healthyNodes", "totalNodes", "healthyUnitsPerHour", "backlogUnits"]
-    out.print(rows_table([*columns, "backlogEtaSeconds"], data["backends"]))
+    print_result(
+        data, as_json, title="capacity", columns=BACKEND_COLUMNS.split(), items=data["backends"]
+    )

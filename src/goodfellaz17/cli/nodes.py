@@ -4,7 +4,7 @@ never deleted."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,10 +19,15 @@ app = typer.Typer(help="Delivery nodes (capacity).", no_args_is_help=True)
 NODE_COLUMNS = ["id", "provider", "nodeIdentifier", "capacityPerHour", "state", "healthy"]
 
 
-def _node_json(node: Node) -> dict[str, Any]:
+def _show_nodes(found: list[Node], as_json: bool, *, one: bool) -> None:
+    """One node (add, disable, enable) or the list, as the API shows them."""
     from goodfellaz17.api.schemas import NodeResponse
 
-    return api_json(NodeResponse, node)
+    data = [api_json(NodeResponse, n) for n in found]
+    if as_json:
+        print_json(data[0] if one else data)
+    else:
+        out.print(rows_table(NODE_COLUMNS, data))
 
 
 @app.command("add")
@@ -47,11 +52,7 @@ def nodes_add(
             actor=cli_actor(),
         ),
     )
-    data = _node_json(node)
-    if as_json:
-        print_json(data)
-    else:
-        out.print(rows_table(NODE_COLUMNS, [data]))
+    _show_nodes([node], as_json, one=True)
 
 
 @app.command("list")
@@ -59,11 +60,7 @@ def nodes_list(as_json: JsonOption = False) -> None:
     """Every node with its health."""
     from goodfellaz17.services.nodes import list_nodes
 
-    data = [_node_json(n) for n in run_with_repo(settings_or_exit(), list_nodes)]
-    if as_json:
-        print_json(data)
-    else:
-        out.print(rows_table(NODE_COLUMNS, data))
+    _show_nodes(run_with_repo(settings_or_exit(), list_nodes), as_json, one=False)
 
 
 def _set_enabled(node_id: int, enabled: bool, as_json: bool) -> None:
@@ -73,11 +70,7 @@ def _set_enabled(node_id: int, enabled: bool, as_json: bool) -> None:
         settings_or_exit(),
         lambda repo: set_node_enabled(repo, node_id, enabled=enabled, actor=cli_actor()),
     )
-    data = _node_json(node)
-    if as_json:
-        print_json(data)
-    else:
-        out.print(rows_table(NODE_COLUMNS, [data]))
+    _show_nodes([node], as_json, one=True)
 
 
 @app.command("disable")

@@ -15,14 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from goodfellaz17.cli.output import (
-    JsonOption,
-    api_json,
-    out,
-    pairs_table,
-    print_json,
-    rows_table,
-)
+from goodfellaz17.cli.output import JsonOption, api_json, out, print_json, print_result
 from goodfellaz17.cli.runtime import cli_actor, parse_uuid, run_with_repo, settings_or_exit
 from goodfellaz17.db.repository import Repository
 
@@ -138,12 +131,8 @@ def orders_progress(order_id: str, as_json: JsonOption = False) -> None:
     oid = parse_uuid(order_id, "ORDER_ID")
     result = run_with_repo(settings_or_exit(), lambda repo: order_progress(repo, oid))
     data = api_json(OrderProgressResponse, result)
-    if as_json:
-        print_json(data)
-        return
-    out.print(pairs_table(data, title="progress"))
     tally = [{"status": s, **t} for s, t in data["tasks"].items()]
-    out.print(rows_table(["status", "tasks", "units"], tally))
+    print_result(data, as_json, title="progress", columns=["status", "tasks", "units"], items=tally)
 
 
 @app.command("failed-tasks")
@@ -159,12 +148,8 @@ def orders_failed_tasks(
     oid = parse_uuid(order_id, "ORDER_ID")
     result = run_with_repo(settings_or_exit(), lambda repo: failed_tasks(repo, oid, limit=limit))
     data = api_json(FailedTasksResponse, result)
-    if as_json:
-        print_json(data)
-        return
-    out.print(pairs_table(data, title="dead letters"))
     columns = ["taskId", "seq", "quantity", "attempts", "executedAt", "lastError"]
-    out.print(rows_table(columns, data["tasks"]))
+    print_result(data, as_json, title="dead letters", columns=columns, items=data["tasks"])
 
 
 ActionFn = Callable[[Repository, uuid.UUID, str], Awaitable["ActionResult"]]
@@ -178,10 +163,7 @@ def act_on_order(order_id: str, as_json: bool, action: ActionFn) -> None:
     actor = cli_actor()
     done = run_with_repo(settings_or_exit(), lambda repo: action(repo, oid, actor))
     data = api_json(OperatorActionResponse, done)
-    if as_json:
-        print_json(data)
-    else:
-        out.print(pairs_table(data, title=data["action"]))
+    print_result(data, as_json, title=data["action"])
 
 
 @app.command("retry-now")

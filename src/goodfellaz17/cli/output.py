@@ -49,6 +49,24 @@ def api_json(model: type[BaseModel], result: object) -> dict[str, Any]:
     return model.model_validate(result).model_dump(by_alias=True)
 
 
+def print_result(
+    data: dict[str, Any],
+    as_json: bool,
+    *,
+    title: str,
+    columns: list[str] | None = None,
+    items: list[dict[str, Any]] | None = None,
+) -> None:
+    """`--json`: the JSON; else a table of the scalar fields, then one of
+    `items` (a row each) when the command lists some."""
+    if as_json:
+        print_json(data)
+        return
+    out.print(pairs_table(data, title=title))
+    if columns is not None:
+        out.print(rows_table(columns, items or []))
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"

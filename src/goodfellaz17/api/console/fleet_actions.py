@@ -154,23 +154,23 @@ async def confirm_disable_node(
     return await page(request, cons, repo, "confirm_node.html", {"node": node})
 
 
-@router.post("/nodes/{node_id}/disable", name="console_node_disable")
-async def disable_node(node_id: str, session: ActingOperator, repo: Repo) -> Response:
+async def _set_node_enabled(
+    node_id: str, session: ActingOperator, repo: Repo, *, enabled: bool
+) -> Response:
     try:
         await nodes.set_node_enabled(
-            repo, parse_node_id(node_id), enabled=False, actor=session.principal.actor
+            repo, parse_node_id(node_id), enabled=enabled, actor=session.principal.actor
         )
     except ServiceError as exc:
         raise refused(exc) from None
     return see_other("/console/workers")
+
+
+@router.post("/nodes/{node_id}/disable", name="console_node_disable")
+async def disable_node(node_id: str, session: ActingOperator, repo: Repo) -> Response:
+    return await _set_node_enabled(node_id, session, repo, enabled=False)
 
 
 @router.post("/nodes/{node_id}/enable", name="console_node_enable")
 async def enable_node(node_id: str, session: ActingOperator, repo: Repo) -> Response:
-    try:
-        await nodes.set_node_enabled(
-            repo, parse_node_id(node_id), enabled=True, actor=session.principal.actor
-        )
-    except ServiceError as exc:
-        raise refused(exc) from None
-    return see_other("/console/workers")
+    return await _set_node_enabled(node_id, session, repo, enabled=True)
