@@ -89,7 +89,7 @@ async def measure(url: str, runs: int) -> list[float]:
             started = time.perf_counter()
             result = await check_all(repo)
             timings.append((time.perf_counter() - started) * 1000)
-            assert result["passed"], result["violations"][:3]
+            assert result.passed, result.violations[:3]
     return timings
 
 

@@ -82,7 +82,7 @@ async def test_pause_stops_every_worker_and_disable_or_expiry_resumes(
     workers: list[Any],
 ) -> None:
     order = (await create_order(repo, worker_settings, quantity=16_000, target="t")).order
-    order_id = order["id"]
+    order_id = order.id
     await wait_for(lambda: claimed(sql, order_id) >= 8, 20, "the workers to start delivering")
 
     # Pause with work in flight: every worker knows within one poll interval...
@@ -109,7 +109,7 @@ async def test_pause_stops_every_worker_and_disable_or_expiry_resumes(
 
     # A pause with a short TTL ends by itself: nothing is claimed before it expires.
     await chaos.enable_chaos(repo, worker_settings, actor="test", worker_paused=True, ttl_seconds=1)
-    late = (await create_order(repo, worker_settings, quantity=2000, target="t2")).order["id"]
+    late = (await create_order(repo, worker_settings, quantity=2000, target="t2")).order.id
     assert claimed(sql, late) == 0
     await wait_for(lambda: status_of(sql, late) == "COMPLETED", 15, "the TTL to expire")
     started_after_expiry = sql.execute(
@@ -118,8 +118,8 @@ async def test_pause_stops_every_worker_and_disable_or_expiry_resumes(
         (late,),
     ).fetchone()
     assert started_after_expiry == (True,)
-    assert (await chaos.chaos_status(repo))["expired"] is True
-    assert (await invariants.check_all(repo))["passed"] is True
+    assert (await chaos.chaos_status(repo)).expired is True
+    assert (await invariants.check_all(repo)).passed is True
 
 
 async def test_expired_chaos_injects_neither_failures_nor_latency(

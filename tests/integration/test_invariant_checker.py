@@ -111,12 +111,12 @@ async def test_a_clean_database_passes_both_checks(
     orders = [_processing_order(sql), _completed_order(sql), insert_order(sql, 10)]
     for order_id in orders:
         result = await invariants.check_order(repo, order_id)
-        assert result["passed"] is True
-        assert {c["name"] for c in result["checks"]} == set(CHECKS)
+        assert result.passed is True
+        assert {c.name for c in result.checks} == set(CHECKS)
     overall = await invariants.check_all(repo)
-    assert overall["passed"] is True
-    assert overall["ordersChecked"] == 3
-    assert overall["violations"] == []
+    assert overall.passed is True
+    assert overall.orders_checked == 3
+    assert overall.violations == []
 
 
 @pytest.mark.parametrize(
@@ -132,19 +132,19 @@ async def test_seeded_corruption_is_reported_as_exactly_the_broken_check(
 ) -> None:
     bystander = _processing_order(sql)
     order_id = seed(sql)
-    assert (await invariants.check_all(repo))["passed"] is True
+    assert (await invariants.check_all(repo)).passed is True
 
     _without_triggers(sql, corruption, order_id)
 
     single = await invariants.check_order(repo, order_id)
-    assert single["passed"] is False
-    assert {c["name"] for c in single["checks"] if not c["passed"]} == broken
+    assert single.passed is False
+    assert {c.name for c in single.checks if not c.passed} == broken
     overall = await invariants.check_all(repo)
-    assert overall["passed"] is False
-    assert {(v["orderId"], v["check"]) for v in overall["violations"]} == {
-        (str(order_id), name) for name in broken
+    assert overall.passed is False
+    assert {(v.order_id, v.check) for v in overall.violations} == {
+        (order_id, name) for name in broken
     }
-    assert (await invariants.check_order(repo, bystander))["passed"] is True
+    assert (await invariants.check_order(repo, bystander)).passed is True
 
     logged = sql.execute(
         "SELECT scope, passed, failed_checks FROM invariant_check_log WHERE order_id = %s"
@@ -276,14 +276,14 @@ async def test_global_check_over_100k_tasks_takes_a_fixed_few_statements(
 
     seen.statements.clear()
     result = await invariants.check_all(repo)
-    assert result["ordersChecked"] == 2500
-    assert result["violations"] == [
-        {
-            "orderId": str(corrupt[0]),
-            "check": "delivered_equals_completed_tasks",
-            "expected": 14 * 400,
-            "actual": 14 * 400 - 1,
-        }
+    assert result.orders_checked == 2500
+    assert result.violations == [
+        invariants.Violation(
+            order_id=corrupt[0],
+            check="delivered_equals_completed_tasks",
+            expected=14 * 400,
+            actual=14 * 400 - 1,
+        )
     ]
     # One aggregate statement and one log insert, whatever the number of orders.
     assert len(seen.statements) <= 3, seen.statements

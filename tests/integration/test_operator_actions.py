@@ -42,9 +42,9 @@ def tally(sql: psycopg.Connection[Any], order_id: uuid.UUID) -> dict[str, int]:
 
 
 async def assert_all_invariants_hold(repo: Repository, order_id: uuid.UUID) -> None:
-    assert (await invariants.check_order(repo, order_id))["passed"] is True
+    assert (await invariants.check_order(repo, order_id)).passed is True
     overall = await invariants.check_all(repo)
-    assert overall["passed"] is True, overall["violations"]
+    assert overall.passed is True, overall.violations
 
 
 def recorded_actions(sql: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -58,7 +58,7 @@ async def test_retry_now_makes_retrying_tasks_due_and_first_in_line(
 ) -> None:
     before = order_row(sql, mixed_order)
     result = await operations.retry_now(repo, mixed_order, actor="test:alice")
-    assert result["tasksAffected"] == 5
+    assert result.tasks_affected == 5
     due = sql.execute(
         "SELECT count(*) FROM order_tasks WHERE order_id = %s AND status = 'FAILED_RETRYING'"
         " AND retry_after <= now() AND queue_position <= extract(epoch FROM now())",
@@ -77,8 +77,8 @@ async def test_drain_requeues_dead_letters_from_attempt_zero(
     repo: Repository, sql: psycopg.Connection[Any], mixed_order: uuid.UUID
 ) -> None:
     result = await operations.drain_dead_letters(repo, mixed_order, actor="test:bob")
-    assert result["tasksAffected"] == 5
-    assert result["failedPermanentPlays"] == 0
+    assert result.tasks_affected == 5
+    assert result.failed_permanent_plays == 0
     assert "FAILED_PERMANENT" not in tally(sql, mixed_order)
     drained = sql.execute(
         "SELECT count(*) FROM order_tasks WHERE order_id = %s AND status = 'FAILED_RETRYING'"
@@ -106,8 +106,8 @@ async def test_force_complete_with_force_dead_letters_every_open_task(
     repo: Repository, sql: psycopg.Connection[Any], mixed_order: uuid.UUID
 ) -> None:
     result = await operations.force_complete(repo, mixed_order, actor="test", force=True)
-    assert result["orderStatus"] == "COMPLETED"
-    assert result["tasksAffected"] == 5 + 3 + 15
+    assert result.order_status == "COMPLETED"
+    assert result.tasks_affected == 5 + 3 + 15
     assert tally(sql, mixed_order) == {"COMPLETED": 10, "FAILED_PERMANENT": 28}
     order = order_row(sql, mixed_order)
     assert order["delivered"] + order["failed_permanent_plays"] == order["quantity"]
@@ -128,9 +128,9 @@ async def test_force_complete_without_executing_tasks_needs_no_force(
     order_id = insert_order(sql, 4000)
     set_task_states(sql, order_id, ["COMPLETED"] * 4 + ["FAILED_PERMANENT"] * 2)
     result = await operations.force_complete(repo, order_id, actor="test")
-    assert result["orderStatus"] == "COMPLETED"
-    assert result["delivered"] == 1600
-    assert result["failedPermanentPlays"] == 2400
+    assert result.order_status == "COMPLETED"
+    assert result.delivered == 1600
+    assert result.failed_permanent_plays == 2400
     await assert_all_invariants_hold(repo, order_id)
 
 
@@ -140,7 +140,7 @@ async def test_cancel_dead_letters_the_remaining_tasks_saying_so(
     with pytest.raises(Conflict):
         await operations.cancel(repo, mixed_order, actor="test:carol")
     result = await operations.cancel(repo, mixed_order, actor="test:carol", force=True)
-    assert result["tasksAffected"] == 5 + 3 + 15
+    assert result.tasks_affected == 5 + 3 + 15
     assert tally(sql, mixed_order) == {"COMPLETED": 10, "FAILED_PERMANENT": 28}
     cancelled = sql.execute(
         "SELECT count(*) FROM order_tasks WHERE order_id = %s AND last_error LIKE"
@@ -149,7 +149,7 @@ async def test_cancel_dead_letters_the_remaining_tasks_saying_so(
     ).fetchone()
     assert cancelled == (23,)
     # Dead letters keep the order PROCESSING until drained or force-completed.
-    assert result["orderStatus"] == "PROCESSING"
+    assert result.order_status == "PROCESSING"
     assert_counters_exact(sql, mixed_order)
     await assert_all_invariants_hold(repo, mixed_order)
 
@@ -159,9 +159,9 @@ async def test_cancel_without_executing_tasks_needs_no_force(
 ) -> None:
     order_id = insert_order(sql, 2000)
     result = await operations.cancel(repo, order_id, actor="test")
-    assert result["tasksAffected"] == 5
-    assert result["orderStatus"] == "PROCESSING"
-    assert result["failedPermanentPlays"] == 2000
+    assert result.tasks_affected == 5
+    assert result.order_status == "PROCESSING"
+    assert result.failed_permanent_plays == 2000
     await assert_all_invariants_hold(repo, order_id)
 
 
@@ -246,6 +246,6 @@ async def test_a_deadlocked_action_is_retried_and_the_caller_never_sees_it(
         result = await asyncio.wait_for(action, timeout=20)
     finally:
         other.close()
-    assert result["orderStatus"] == "COMPLETED"
+    assert result.order_status == "COMPLETED"
     assert len(recorded_actions(sql)) == 1
     await assert_all_invariants_hold(repo, order_id)

@@ -420,7 +420,7 @@ async def assert_a_new_order_starts_at(
     from tests.conftest import make_settings
 
     order = (await create_order(repo, make_settings(), quantity=800, target="t")).order
-    assert positions_of(sql, order["id"]) == expected_positions(sql, start, order["id"])
+    assert positions_of(sql, order.id) == expected_positions(sql, start, order.id)
 
 
 async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
@@ -432,11 +432,11 @@ async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     settings = make_settings()
     empty = (await create_order(repo, settings, quantity=800, target="t")).order
     arrival = sql.execute(
-        "SELECT extract(epoch FROM created_at)::float8 FROM orders WHERE id = %s", (empty["id"],)
+        "SELECT extract(epoch FROM created_at)::float8 FROM orders WHERE id = %s", (empty.id,)
     ).fetchone()
     assert arrival is not None
     # Nothing waiting: the order starts at its arrival.
-    assert positions_of(sql, empty["id"]) == expected_positions(sql, arrival[0], empty["id"])
+    assert positions_of(sql, empty.id) == expected_positions(sql, arrival[0], empty.id)
     # The claimers have worked far ahead of the clock: the front is in the future.
     sql.execute("UPDATE order_tasks SET queue_position = queue_position + 1000")
     front = sql.execute(

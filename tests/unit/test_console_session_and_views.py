@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from goodfellaz17.api.console.session import (
     SessionKeeper,
     csrf_matches,
 )
+from goodfellaz17.services.console import MinuteUnits
 from goodfellaz17.settings import Role, parse_api_keys
 
 KEYS = "op-secret-0123456789:operator,read-secret-0123456789:read"
@@ -134,11 +134,8 @@ def test_chart_scale_rounds_up_to_1_2_or_5(value: int, ceiling: int) -> None:
 
 def test_chart_scales_bars_to_the_rounded_peak() -> None:
     start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    points: list[dict[str, Any]] = [
-        {"minute": start + timedelta(minutes=i), "units": 0} for i in range(60)
-    ]
-    points[10]["units"] = 800
-    points[59]["units"] = 400
+    units = {10: 800, 59: 400}
+    points = [MinuteUnits(start + timedelta(minutes=i), units.get(i, 0)) for i in range(60)]
     chart = views.chart(points)
     assert chart["top"] == 1000
     assert chart["total"] == 1200

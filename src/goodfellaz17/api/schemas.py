@@ -1,4 +1,9 @@
-"""Request and response bodies. JSON field names are camelCase."""
+"""Request and response bodies. JSON field names are camelCase.
+
+The responses are the services' typed results as the API shows them: each
+response model reads the result's attributes (`Model.model_validate(result)`)
+and names them in camelCase. The CLI's `--json` prints the same models.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ BACKEND_ENUM: dict[str, Any] = {"enum": list(BACKEND_NAMES)}
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
 class RequestModel(ApiModel):
@@ -63,24 +68,6 @@ class OrderResponse(ApiModel):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> OrderResponse:
-        return cls(
-            id=row["id"],
-            status=row["status"],
-            quantity=row["quantity"],
-            delivered=row["delivered"],
-            failed_permanent_plays=row["failed_permanent_plays"],
-            remaining=row["quantity"] - row["delivered"] - row["failed_permanent_plays"],
-            target=row["target"],
-            backend=row["backend"],
-            task_count=row["task_count"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-        )
 
 
 class OrderPage(ApiModel):

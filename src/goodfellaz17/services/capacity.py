@@ -9,10 +9,10 @@ better), and with no live worker nothing moves, so no ETA.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from goodfellaz17.backends.base import BACKEND_NAMES
-from goodfellaz17.db.repository import Repository
+from goodfellaz17.db.repository import Repository, Row
 from goodfellaz17.domain.estimates import eta_at_capacity, fits_within
 from goodfellaz17.errors import InvalidInput
 from goodfellaz17.settings import Settings
@@ -21,20 +21,53 @@ NEW_ORDER_QUANTITY = 15_000
 NEW_ORDER_DEADLINE_SECONDS = 2 * 3600.0
 
 
-def _backend_view(row: dict[str, Any], workers_alive: bool) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BackendCapacity:
+    backend: str
+    healthy_nodes: int
+    total_nodes: int
+    healthy_units_per_hour: int
+    pending_units: int
+    retrying_units: int
+    executing_units: int
+    backlog_units: int  # pending + retrying
+    backlog_eta_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Every backend's figures summed, and whether a new order would fit."""
+
+    healthy_nodes: int
+    total_nodes: int
+    healthy_units_per_hour: int
+    live_workers: int
+    pending_units: int
+    retrying_units: int
+    executing_units: int
+    backlog_units: int
+    backlog_eta_seconds: float | None  # the slowest backend's; None if one cannot move
+    new_order_quantity: int
+    new_order_backend: str
+    new_order_eta_seconds: float | None
+    new_order_fits_within_2h: bool
+    backends: list[BackendCapacity]
+
+
+def _backend_capacity(row: Row, workers_alive: bool) -> BackendCapacity:
     backlog = int(row["pending_units"] + row["retrying_units"])
     units_per_hour = int(row["healthy_units_per_hour"]) if workers_alive else 0
-    return {
-        "backend": row["backend"],
-        "healthyNodes": int(row["healthy_nodes"]),
-        "totalNodes": int(row["total_nodes"]),
-        "healthyUnitsPerHour": int(row["healthy_units_per_hour"]),
-        "pendingUnits": int(row["pending_units"]),
-        "retryingUnits": int(row["retrying_units"]),
-        "executingUnits": int(row["executing_units"]),
-        "backlogUnits": backlog,
-        "backlogEtaSeconds": eta_at_capacity(backlog, units_per_hour),
-    }
+    return BackendCapacity(
+        backend=row["backend"],
+        healthy_nodes=int(row["healthy_nodes"]),
+        total_nodes=int(row["total_nodes"]),
+        healthy_units_per_hour=int(row["healthy_units_per_hour"]),
+        pending_units=int(row["pending_units"]),
+        retrying_units=int(row["retrying_units"]),
+        executing_units=int(row["executing_units"]),
+        backlog_units=backlog,
+        backlog_eta_seconds=eta_at_capacity(backlog, units_per_hour),
+    )
 
 
 async def capacity(
@@ -43,7 +76,7 @@ async def capacity(
     *,
     quantity: int = NEW_ORDER_QUANTITY,
     backend: str = "simulated",
-) -> dict[str, Any]:
+) -> Capacity:
     if backend not in BACKEND_NAMES:
         raise InvalidInput(f"backend must be one of: {', '.join(BACKEND_NAMES)}", field="backend")
     if not 1 <= quantity <= settings.max_order_quantity:
@@ -53,26 +86,27 @@ async def capacity(
     totals = await repo.worker_totals(stale_after_seconds=settings.worker_stale_after_seconds)
     live_workers = int(totals["alive"])
     rows = await repo.capacity_by_backend()
-    backends = [_backend_view(r, live_workers > 0) for r in rows]
-    etas = [b["backlogEtaSeconds"] for b in backends if b["backlogUnits"] > 0]
-    backlog_eta = None if None in etas else max(etas, default=0.0)
-    mine = next((b for b in backends if b["backend"] == backend), None)
-    ahead = mine["backlogUnits"] if mine else 0
-    units_per_hour = mine["healthyUnitsPerHour"] if mine and live_workers else 0
+    backends = [_backend_capacity(r, live_workers > 0) for r in rows]
+    etas = [b.backlog_eta_seconds for b in backends if b.backlog_units > 0]
+    known = [eta for eta in etas if eta is not None]
+    backlog_eta = max(known, default=0.0) if len(known) == len(etas) else None
+    mine = next((b for b in backends if b.backend == backend), None)
+    ahead = mine.backlog_units if mine else 0
+    units_per_hour = mine.healthy_units_per_hour if mine and live_workers else 0
     new_eta = eta_at_capacity(ahead + quantity, units_per_hour)
-    return {
-        "healthyNodes": sum(b["healthyNodes"] for b in backends),
-        "totalNodes": sum(b["totalNodes"] for b in backends),
-        "healthyUnitsPerHour": sum(b["healthyUnitsPerHour"] for b in backends),
-        "liveWorkers": live_workers,
-        "pendingUnits": sum(b["pendingUnits"] for b in backends),
-        "retryingUnits": sum(b["retryingUnits"] for b in backends),
-        "executingUnits": sum(b["executingUnits"] for b in backends),
-        "backlogUnits": sum(b["backlogUnits"] for b in backends),
-        "backlogEtaSeconds": backlog_eta,
-        "newOrderQuantity": quantity,
-        "newOrderBackend": backend,
-        "newOrderEtaSeconds": new_eta,
-        "newOrderFitsWithin2h": fits_within(new_eta, NEW_ORDER_DEADLINE_SECONDS),
-        "backends": backends,
-    }
+    return Capacity(
+        healthy_nodes=sum(b.healthy_nodes for b in backends),
+        total_nodes=sum(b.total_nodes for b in backends),
+        healthy_units_per_hour=sum(b.healthy_units_per_hour for b in backends),
+        live_workers=live_workers,
+        pending_units=sum(b.pending_units for b in backends),
+        retrying_units=sum(b.retrying_units for b in backends),
+        executing_units=sum(b.executing_units for b in backends),
+        backlog_units=sum(b.backlog_units for b in backends),
+        backlog_eta_seconds=backlog_eta,
+        new_order_quantity=quantity,
+        new_order_backend=backend,
+        new_order_eta_seconds=new_eta,
+        new_order_fits_within_2h=fits_within(new_eta, NEW_ORDER_DEADLINE_SECONDS),
+        backends=backends,
+    )

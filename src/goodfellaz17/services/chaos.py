@@ -10,7 +10,8 @@ in `operator_actions`.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
@@ -25,25 +26,39 @@ MAX_TTL_SECONDS = 86_400
 MAX_LATENCY_MS = 600_000
 
 
-def _state(row: Row) -> dict[str, Any]:
-    """The effective state: once expired, chaos reads as off whatever is stored."""
+@dataclass(frozen=True, slots=True)
+class ChaosState:
+    """Chaos as the workers apply it: once expired, it reads as off."""
+
+    active: bool
+    expired: bool  # switched on, and its time ran out
+    worker_paused: bool
+    failure_rate: float
+    latency_ms: int
+    expires_at: datetime | None
+    remaining_seconds: float | None
+    updated_by: str | None
+    updated_at: datetime
+
+
+def _state(row: Row) -> ChaosState:
     active = bool(row["active"])
     expires_at = row["expires_at"]
     remaining = (expires_at - row["db_now"]).total_seconds() if active and expires_at else None
-    return {
-        "active": active,
-        "expired": bool(row["enabled"]) and not active,
-        "workerPaused": active and bool(row["worker_paused"]),
-        "failureRate": float(row["failure_rate"]) if active else 0.0,
-        "latencyMs": int(row["latency_ms"]) if active else 0,
-        "expiresAt": expires_at if active else None,
-        "remainingSeconds": round(remaining, 1) if remaining is not None else None,
-        "updatedBy": row["updated_by"],
-        "updatedAt": row["updated_at"],
-    }
+    return ChaosState(
+        active=active,
+        expired=bool(row["enabled"]) and not active,
+        worker_paused=active and bool(row["worker_paused"]),
+        failure_rate=float(row["failure_rate"]) if active else 0.0,
+        latency_ms=int(row["latency_ms"]) if active else 0,
+        expires_at=expires_at if active else None,
+        remaining_seconds=round(remaining, 1) if remaining is not None else None,
+        updated_by=row["updated_by"],
+        updated_at=row["updated_at"],
+    )
 
 
-async def chaos_status(repo: Repository) -> dict[str, Any]:
+async def chaos_status(repo: Repository) -> ChaosState:
     return _state(await repo.chaos_get())
 
 
@@ -68,7 +83,7 @@ async def enable_chaos(
     failure_rate: float = 0.0,
     latency_ms: int = 0,
     ttl_seconds: float | None = None,
-) -> dict[str, Any]:
+) -> ChaosState:
     if not settings.chaos_allowed:
         raise Forbidden(
             "chaos injection is disabled by GOODFELLAZ17_CHAOS_ALLOWED=false", field="chaos"
@@ -105,7 +120,7 @@ async def enable_chaos(
     return _state(row)
 
 
-async def disable_chaos(repo: Repository, *, actor: str) -> dict[str, Any]:
+async def disable_chaos(repo: Repository, *, actor: str) -> ChaosState:
     async with repo.transaction() as conn:
         row = await repo.chaos_disable(conn, actor=actor)
         await repo.operator_action_record(

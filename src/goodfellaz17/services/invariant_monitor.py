@@ -10,7 +10,6 @@ round tries again.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -18,7 +17,7 @@ import psycopg_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import get_logger
 from goodfellaz17.periodic import periodic
-from goodfellaz17.services.invariants import check_all
+from goodfellaz17.services.invariants import GlobalCheck, check_all
 
 log = get_logger(__name__)
 
@@ -30,21 +29,21 @@ class InvariantMonitor:
         self.repo = repo
         self.interval_seconds = interval_seconds
 
-    async def run_once(self) -> dict[str, Any]:
+    async def run_once(self) -> GlobalCheck:
         """Check every order once, log the outcome, return the check's result."""
         result = await check_all(self.repo)
-        if result["passed"]:
+        if result.passed:
             log.debug(
                 "invariant check passed",
-                orders_checked=result["ordersChecked"],
-                duration_ms=result["durationMs"],
+                orders_checked=result.orders_checked,
+                duration_ms=result.duration_ms,
             )
         else:
             log.error(
                 "invariant violation detected",
-                violation_count=result["violationCount"],
-                orders_checked=result["ordersChecked"],
-                first_violations=result["violations"][:5],
+                violation_count=result.violation_count,
+                orders_checked=result.orders_checked,
+                first_violations=[v.as_logged() for v in result.violations[:5]],
             )
         return result
 

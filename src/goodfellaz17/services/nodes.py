@@ -11,7 +11,8 @@ disabled, never deleted: tasks and history refer to them.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from psycopg.types.json import Jsonb
@@ -103,28 +104,50 @@ def validate_node(
     return validate_endpoint(endpoint, provider, destinations), capacity
 
 
-def node_view(row: Row) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    provider: str
+    node_identifier: str
+    endpoint: str | None
+    capacity_per_hour: int
+    enabled: bool
+    state: str  # CLOSED, HALF_OPEN, OPEN or DISABLED
+    healthy: bool  # tasks may go here
+    circuit_state: str
+    circuit_opened_until: datetime | None
+    consecutive_failures: int
+    total_delivered: int
+    total_failures: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def node_of(row: Row) -> Node:
     state = row["effective_state"]
-    return {
-        "id": row["id"],
-        "provider": row["provider"],
-        "nodeIdentifier": row["node_identifier"],
-        "endpoint": row["endpoint"],
-        "capacityPerHour": row["capacity_per_hour"],
-        "enabled": row["enabled"],
-        "state": state,
-        "healthy": row.get("healthy", state in ("CLOSED", "HALF_OPEN")),
-        "circuitState": row["circuit_state"],
-        "circuitOpenedUntil": row["circuit_opened_until"],
-        "consecutiveFailures": row["consecutive_failures"],
-        "totalDelivered": row["total_delivered"],
-        "totalFailures": row["total_failures"],
-        "lastSuccessAt": row["last_success_at"],
-        "lastFailureAt": row["last_failure_at"],
-        "lastError": row["last_error"],
-        "createdAt": row["created_at"],
-        "updatedAt": row["updated_at"],
-    }
+    return Node(
+        id=row["id"],
+        provider=row["provider"],
+        node_identifier=row["node_identifier"],
+        endpoint=row["endpoint"],
+        capacity_per_hour=row["capacity_per_hour"],
+        enabled=row["enabled"],
+        state=state,
+        healthy=row.get("healthy", state in ("CLOSED", "HALF_OPEN")),
+        circuit_state=row["circuit_state"],
+        circuit_opened_until=row["circuit_opened_until"],
+        consecutive_failures=row["consecutive_failures"],
+        total_delivered=row["total_delivered"],
+        total_failures=row["total_failures"],
+        last_success_at=row["last_success_at"],
+        last_failure_at=row["last_failure_at"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 async def register_node(
@@ -136,7 +159,7 @@ async def register_node(
     capacity_per_hour: int | None = None,
     destinations: DestinationPolicy,
     actor: str,
-) -> dict[str, Any]:
+) -> Node:
     endpoint, capacity = validate_node(
         provider, node_identifier, endpoint, capacity_per_hour, destinations
     )
@@ -161,16 +184,14 @@ async def register_node(
             details=Jsonb({"nodeId": row["id"], "provider": provider, "node": node_identifier}),
         )
     log.info("node registered", node_id=row["id"], provider=provider, actor=actor)
-    return node_view(row)
+    return node_of(row)
 
 
-async def list_nodes(repo: Repository) -> list[dict[str, Any]]:
-    return [node_view(r) for r in await repo.node_list()]
+async def list_nodes(repo: Repository) -> list[Node]:
+    return [node_of(r) for r in await repo.node_list()]
 
 
-async def set_node_enabled(
-    repo: Repository, node_id: int, *, enabled: bool, actor: str
-) -> dict[str, Any]:
+async def set_node_enabled(repo: Repository, node_id: int, *, enabled: bool, actor: str) -> Node:
     async with repo.transaction() as conn:
         row = await repo.node_set_enabled(node_id, enabled, conn)
         if row is None:
@@ -183,4 +204,4 @@ async def set_node_enabled(
             details=Jsonb({"nodeId": node_id}),
         )
     log.info("node enabled" if enabled else "node disabled", node_id=node_id, actor=actor)
-    return node_view(row)
+    return node_of(row)

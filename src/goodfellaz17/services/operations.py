@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -76,12 +77,30 @@ class Change:
 ChangeFn = Callable[[AsyncConn, Row], Awaitable[Change]]
 
 
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What an operator action did, and the order as it stands after it."""
+
+    action: str
+    order_id: uuid.UUID
+    actor: str
+    tasks_affected: int
+    units_affected: int
+    order_status: str
+    quantity: int
+    delivered: int
+    failed_permanent_plays: int
+    action_id: int  # operator_actions.id
+    recorded_at: datetime
+    details: dict[str, Any]  # as recorded in operator_actions.details
+
+
 async def _perform(
     repo: Repository, action: str, order_id: uuid.UUID, actor: str, change: ChangeFn
-) -> dict[str, Any]:
+) -> ActionResult:
     """Lock, change, record: one transaction, retried when the database says so."""
 
-    async def once() -> dict[str, Any]:
+    async def once() -> ActionResult:
         async with repo.transaction() as conn:
             before = await repo.order_lock_for_action(conn, order_id)
             if before is None:
@@ -110,26 +129,26 @@ async def _perform(
             status_after=after["status"],
             force=done.details.get("force"),
         )
-        return {
-            "action": action,
-            "orderId": str(order_id),
-            "actor": actor,
-            "tasksAffected": done.tasks,
-            "unitsAffected": done.units,
-            "orderStatus": after["status"],
-            "quantity": after["quantity"],
-            "delivered": after["delivered"],
-            "failedPermanentPlays": after["failed_permanent_plays"],
-            "actionId": recorded["id"],
-            "recordedAt": recorded["created_at"],
-            "details": details,
-        }
+        return ActionResult(
+            action=action,
+            order_id=order_id,
+            actor=actor,
+            tasks_affected=done.tasks,
+            units_affected=done.units,
+            order_status=after["status"],
+            quantity=after["quantity"],
+            delivered=after["delivered"],
+            failed_permanent_plays=after["failed_permanent_plays"],
+            action_id=recorded["id"],
+            recorded_at=recorded["created_at"],
+            details=details,
+        )
 
-    result: dict[str, Any] = await transaction_retrying()(once)
+    result: ActionResult = await transaction_retrying()(once)
     return result
 
 
-async def retry_now(repo: Repository, order_id: uuid.UUID, *, actor: str) -> dict[str, Any]:
+async def retry_now(repo: Repository, order_id: uuid.UUID, *, actor: str) -> ActionResult:
     """Make the order's FAILED_RETRYING tasks due now (the runbook's force retry)."""
 
     async def change(conn: AsyncConn, order: Row) -> Change:
@@ -138,9 +157,7 @@ async def retry_now(repo: Repository, order_id: uuid.UUID, *, actor: str) -> dic
     return await _perform(repo, RETRY_NOW, order_id, actor, change)
 
 
-async def drain_dead_letters(
-    repo: Repository, order_id: uuid.UUID, *, actor: str
-) -> dict[str, Any]:
+async def drain_dead_letters(repo: Repository, order_id: uuid.UUID, *, actor: str) -> ActionResult:
     """FAILED_PERMANENT → FAILED_RETRYING, attempts from 0, due now."""
 
     async def change(conn: AsyncConn, order: Row) -> Change:
@@ -151,7 +168,7 @@ async def drain_dead_letters(
 
 async def force_complete(
     repo: Repository, order_id: uuid.UUID, *, actor: str, force: bool = False
-) -> dict[str, Any]:
+) -> ActionResult:
     """Mark the order COMPLETED (the customer agreed to partial delivery); its
     open tasks go to the dead-letter queue. Refused while tasks are executing
     unless `force`: their units may be delivered but would not be counted."""
@@ -175,7 +192,7 @@ async def force_complete(
 
 async def cancel(
     repo: Repository, order_id: uuid.UUID, *, actor: str, force: bool = False
-) -> dict[str, Any]:
+) -> ActionResult:
     """Dead-letter the order's remaining tasks, saying an operator cancelled
     them. Refused while tasks are executing unless `force`, which cancels
     those too (their late completion then changes nothing)."""

@@ -1,4 +1,8 @@
-"""Order use cases: create (with TaskGenerationService), read, list."""
+"""Order use cases: create (with TaskGenerationService), read, list.
+
+Results are typed (`Order`, `CreatedOrder`, `OrderListing`); the API's schemas
+and the CLI choose how to print them. Nothing here writes a task's state.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from goodfellaz17.backends.base import BACKEND_NAMES
 from goodfellaz17.db.repository import Repository, Row
@@ -25,9 +28,49 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
+class Order:
+    """One row of `orders`, its columns in the table's order."""
+
+    id: uuid.UUID
+    status: str
+    quantity: int
+    delivered: int
+    failed_permanent_plays: int
+    target: str
+    backend: str
+    task_count: int
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def remaining(self) -> int:
+        """Units neither delivered nor dead-lettered."""
+        return self.quantity - self.delivered - self.failed_permanent_plays
+
+    @classmethod
+    def from_row(cls, row: Row) -> Order:
+        return cls(**{f: row[f] for f in ORDER_COLUMNS})
+
+
+ORDER_COLUMNS = tuple(Order.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
 class CreatedOrder:
-    order: Row
+    order: Order
     created: bool  # False: an earlier request with the same idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class OrderListing:
+    """A page of orders, newest first, and the cursor of the next (older) page."""
+
+    orders: list[Order]
+    next_cursor: str | None
 
 
 def validate_target(target: str) -> str:
@@ -105,7 +148,7 @@ async def create_order(
         run_length=RUN_LENGTH,
     )
     if row is not None:
-        return CreatedOrder(order=row, created=True)
+        return CreatedOrder(order=Order.from_row(row), created=True)
     assert idempotency_key is not None
     existing = await repo.order_get_by_idempotency_key(idempotency_key)
     if existing is None:  # pragma: no cover - the conflicting row is committed
@@ -115,14 +158,14 @@ async def create_order(
             "Idempotency-Key was already used with a different request",
             field="Idempotency-Key",
         )
-    return CreatedOrder(order=existing, created=False)
+    return CreatedOrder(order=Order.from_row(existing), created=False)
 
 
-async def get_order(repo: Repository, order_id: uuid.UUID) -> Row:
+async def get_order(repo: Repository, order_id: uuid.UUID) -> Order:
     row = await repo.order_get(order_id)
     if row is None:
         raise NotFound(f"order {order_id} not found", field="orderId")
-    return row
+    return Order.from_row(row)
 
 
 def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
@@ -141,7 +184,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def list_orders(
     repo: Repository, *, status: str | None, limit: int, cursor: str | None
-) -> tuple[list[Row], str | None]:
+) -> OrderListing:
     if status is not None and status not in OrderStatus.__members__:
         raise InvalidInput(
             f"status must be one of: {', '.join(OrderStatus.__members__)}", field="status"
@@ -149,9 +192,9 @@ async def list_orders(
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", field="limit")
     before = decode_cursor(cursor) if cursor else None
-    rows: list[Any] = await repo.order_list(status=status, limit=limit + 1, before=before)
+    rows = await repo.order_list(status=status, limit=limit + 1, before=before)
+    orders = [Order.from_row(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-    return rows, next_cursor
+        next_cursor = encode_cursor(orders[-1].created_at, orders[-1].id)
+    return OrderListing(orders, next_cursor)

@@ -4,8 +4,15 @@ Jinja2 templates and static files (CSS, a small script, an icon) ship inside
 this package and are served by the app itself: no CDN, no build step. The
 pages sign in with the same API keys as the API (see session.py), read
 through the same services, and act through the same service functions as
-the admin API. `install_console(app, settings, keyring)` is the one call
+the admin API. `install_console(app, settings)` is the one call
 create_app makes.
+
+    pages.py          the pages and the partials they refresh (GET only)
+    login.py          sign in and out
+    order_actions.py  retry now, drain, force-complete, cancel (confirm first)
+    fleet_actions.py  chaos on and off; add, disable, enable nodes
+    views.py          number, time and chart formats for the templates
+    deps.py, session.py  who is signed in, and may this form act
 
 Only /console/login and /console/static/ answer without a session; the
 static files are the console's own CSS, script and icon, nothing secret.
@@ -23,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goodfellaz17 import __version__
 from goodfellaz17.api.auth import KeyRing
-from goodfellaz17.api.console import actions, pages, views
+from goodfellaz17.api.console import fleet_actions, login, order_actions, pages, views
 from goodfellaz17.api.console.deps import ConsoleRefusal, ConsoleState, LoginRequired
 from goodfellaz17.api.console.session import SessionKeeper
 from goodfellaz17.settings import Settings
@@ -141,4 +148,6 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     static = resources.files(__package__).joinpath("static")
     app.mount(STATIC, StaticFiles(directory=str(static)), name="console_static")
     app.include_router(pages.router)
-    app.include_router(actions.router)
+    app.include_router(login.router)
+    app.include_router(order_actions.router)
+    app.include_router(fleet_actions.router)

@@ -2,7 +2,9 @@
 
 Every route here depends on `Viewer`: without a session a page redirects to
 the login form and a partial answers 401 (the script then reloads, which
-lands on the login form). Nothing here changes anything.
+lands on the login form). Nothing here changes anything. The forms
+(login.py, order_actions.py, fleet_actions.py) render through the helpers
+here, so a refused form shows the same page with its error.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from goodfellaz17.api.console import views
 from goodfellaz17.api.console.deps import Console, ConsoleRefusal, ConsoleState, Viewer
@@ -56,6 +58,24 @@ def parse_order_id(raw: str) -> uuid.UUID:
 def refused(exc: ServiceError) -> ConsoleRefusal:
     titles = {404: "Not found", 409: "Conflict", 403: "Refused", 422: "Invalid input"}
     return ConsoleRefusal(exc.status_code, titles.get(exc.status_code, "Refused"), exc.message)
+
+
+def safe_next(raw: str | None) -> str:
+    """Only a path of the console itself: never another site (no open redirect)."""
+    if (
+        raw
+        and raw.startswith("/console")
+        and not raw.startswith("//")
+        and "\\" not in raw
+        and raw.isprintable()
+    ):
+        return raw
+    return "/console"
+
+
+def see_other(url: str) -> RedirectResponse:
+    """After a form post: the browser GETs `url` (a reload does not post again)."""
+    return RedirectResponse(url, status_code=303)
 
 
 # ---------------------------------------------------------------- page data

@@ -12,6 +12,8 @@ from typing import Any
 
 from jinja2 import Environment
 
+from goodfellaz17.services.console import MinuteUnits
+
 NONE = "\u2013"  # an en dash stands for "no value"
 BAR_WIDTH = 1000  # progress bars and the chart are drawn in viewBox units
 
@@ -115,32 +117,32 @@ def nice_ceiling(value: int) -> int:
 CHART_HEIGHT = 100
 
 
-def chart(points: list[dict[str, Any]]) -> dict[str, Any]:
+def chart(points: list[MinuteUnits]) -> dict[str, Any]:
     """Bars for units per minute: x and width in BAR_WIDTH units across,
     height in CHART_HEIGHT units, scaled to a round maximum."""
-    peak = max((p["units"] for p in points), default=0)
+    peak = max((p.units for p in points), default=0)
     top = nice_ceiling(peak)
     slot = BAR_WIDTH / max(len(points), 1)
     bars = []
     for i, p in enumerate(points):
-        h = CHART_HEIGHT * p["units"] / top
+        h = CHART_HEIGHT * p.units / top
         bars.append(
             {
                 "x": round(i * slot + slot * 0.1, 2),
                 "width": round(slot * 0.8, 2),
                 "y": round(CHART_HEIGHT - h, 2),
                 "height": round(h, 2),
-                "minute": p["minute"],
-                "units": p["units"],
+                "minute": p.minute,
+                "units": p.units,
             }
         )
     return {
         "bars": bars,
         "top": top,
         "peak": peak,
-        "total": sum(p["units"] for p in points),
-        "first": points[0]["minute"] if points else None,
-        "last": points[-1]["minute"] if points else None,
+        "total": sum(p.units for p in points),
+        "first": points[0].minute if points else None,
+        "last": points[-1].minute if points else None,
         "width": BAR_WIDTH,
         "height": CHART_HEIGHT,
     }

@@ -33,8 +33,8 @@ ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {409: {"model": ErrorRespons
 
 
 @router.get("/{orderId}/progress", response_model=OrderProgressResponse)
-async def order_progress(order_id: OrderId, _: Reader, repo: Repo) -> dict[str, Any]:
-    return await progress.order_progress(repo, order_id)
+async def order_progress(order_id: OrderId, _: Reader, repo: Repo) -> OrderProgressResponse:
+    return OrderProgressResponse.model_validate(await progress.order_progress(repo, order_id))
 
 
 @router.get("/{orderId}/failed-tasks", response_model=FailedTasksResponse)
@@ -43,18 +43,24 @@ async def failed_tasks(
     _: Reader,
     repo: Repo,
     limit: Annotated[int, Query(ge=1, le=progress.MAX_FAILED_TASKS)] = 100,
-) -> dict[str, Any]:
-    return await progress.failed_tasks(repo, order_id, limit=limit)
+) -> FailedTasksResponse:
+    return FailedTasksResponse.model_validate(
+        await progress.failed_tasks(repo, order_id, limit=limit)
+    )
 
 
 @router.post("/{orderId}/retry-now", response_model=OperatorActionResponse)
-async def retry_now(order_id: OrderId, principal: Operator, repo: Repo) -> dict[str, Any]:
-    return await operations.retry_now(repo, order_id, actor=principal.actor)
+async def retry_now(order_id: OrderId, principal: Operator, repo: Repo) -> OperatorActionResponse:
+    done = await operations.retry_now(repo, order_id, actor=principal.actor)
+    return OperatorActionResponse.model_validate(done)
 
 
 @router.post("/{orderId}/drain-dead-letters", response_model=OperatorActionResponse)
-async def drain_dead_letters(order_id: OrderId, principal: Operator, repo: Repo) -> dict[str, Any]:
-    return await operations.drain_dead_letters(repo, order_id, actor=principal.actor)
+async def drain_dead_letters(
+    order_id: OrderId, principal: Operator, repo: Repo
+) -> OperatorActionResponse:
+    done = await operations.drain_dead_letters(repo, order_id, actor=principal.actor)
+    return OperatorActionResponse.model_validate(done)
 
 
 @router.post(
@@ -62,14 +68,16 @@ async def drain_dead_letters(order_id: OrderId, principal: Operator, repo: Repo)
 )
 async def force_complete(
     order_id: OrderId, principal: Operator, repo: Repo, body: ForceRequest | None = None
-) -> dict[str, Any]:
+) -> OperatorActionResponse:
     force = body.force if body is not None else False
-    return await operations.force_complete(repo, order_id, actor=principal.actor, force=force)
+    done = await operations.force_complete(repo, order_id, actor=principal.actor, force=force)
+    return OperatorActionResponse.model_validate(done)
 
 
 @router.post("/{orderId}/cancel", response_model=OperatorActionResponse, responses=ACTION_RESPONSES)
 async def cancel(
     order_id: OrderId, principal: Operator, repo: Repo, body: ForceRequest | None = None
-) -> dict[str, Any]:
+) -> OperatorActionResponse:
     force = body.force if body is not None else False
-    return await operations.cancel(repo, order_id, actor=principal.actor, force=force)
+    done = await operations.cancel(repo, order_id, actor=principal.actor, force=force)
+    return OperatorActionResponse.model_validate(done)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -30,5 +30,7 @@ async def capacity(
         int, Query(ge=1, description="size of the hypothetical new order")
     ] = capacity_service.NEW_ORDER_QUANTITY,
     backend: Annotated[str, Query(max_length=32, json_schema_extra=BACKEND_ENUM)] = "simulated",
-) -> dict[str, Any]:
-    return await capacity_service.capacity(repo, settings, quantity=quantity, backend=backend)
+) -> CapacityResponse:
+    return CapacityResponse.model_validate(
+        await capacity_service.capacity(repo, settings, quantity=quantity, backend=backend)
+    )

@@ -3,8 +3,6 @@ worker on this database; it always expires."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from goodfellaz17.api.deps import AppSettings, Operator, Reader, Repo
@@ -23,8 +21,8 @@ router = APIRouter(
 
 
 @router.get("/status", response_model=ChaosStatusResponse)
-async def chaos_status(_: Reader, repo: Repo) -> dict[str, Any]:
-    return await chaos.chaos_status(repo)
+async def chaos_status(_: Reader, repo: Repo) -> ChaosStatusResponse:
+    return ChaosStatusResponse.model_validate(await chaos.chaos_status(repo))
 
 
 @router.post("/enable", response_model=ChaosStatusResponse)
@@ -33,9 +31,9 @@ async def enable_chaos(
     repo: Repo,
     settings: AppSettings,
     body: ChaosEnableRequest | None = None,
-) -> dict[str, Any]:
+) -> ChaosStatusResponse:
     body = body or ChaosEnableRequest()
-    return await chaos.enable_chaos(
+    state = await chaos.enable_chaos(
         repo,
         settings,
         actor=principal.actor,
@@ -44,8 +42,11 @@ async def enable_chaos(
         latency_ms=body.latency_ms,
         ttl_seconds=body.ttl_seconds,
     )
+    return ChaosStatusResponse.model_validate(state)
 
 
 @router.post("/disable", response_model=ChaosStatusResponse)
-async def disable_chaos(principal: Operator, repo: Repo) -> dict[str, Any]:
-    return await chaos.disable_chaos(repo, actor=principal.actor)
+async def disable_chaos(principal: Operator, repo: Repo) -> ChaosStatusResponse:
+    return ChaosStatusResponse.model_validate(
+        await chaos.disable_chaos(repo, actor=principal.actor)
+    )

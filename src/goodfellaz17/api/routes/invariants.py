@@ -4,7 +4,7 @@ Every check is appended to invariant_check_log."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
@@ -31,17 +31,17 @@ OrderId = Annotated[uuid.UUID, Path(alias="orderId", description="the order's id
     response_model=OrderInvariantsResponse,
     responses={404: {"model": ErrorResponse}},
 )
-async def check_order(order_id: OrderId, _: Reader, repo: Repo) -> dict[str, Any]:
-    return await invariants.check_order(repo, order_id)
+async def check_order(order_id: OrderId, _: Reader, repo: Repo) -> OrderInvariantsResponse:
+    return OrderInvariantsResponse.model_validate(await invariants.check_order(repo, order_id))
 
 
 @router.get("/all", response_model=GlobalInvariantsResponse)
-async def check_all(_: Reader, repo: Repo) -> dict[str, Any]:
-    return await invariants.check_all(repo)
+async def check_all(_: Reader, repo: Repo) -> GlobalInvariantsResponse:
+    return GlobalInvariantsResponse.model_validate(await invariants.check_all(repo))
 
 
 @router.get("/orphans", response_model=OrphansResponse)
 async def check_orphans(
     _: Reader, repo: Repo, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
-) -> dict[str, Any]:
-    return await invariants.check_orphans(repo, limit=limit)
+) -> OrphansResponse:
+    return OrphansResponse.model_validate(await invariants.check_orphans(repo, limit=limit))

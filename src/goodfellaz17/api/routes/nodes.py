@@ -20,8 +20,8 @@ NodeId = Annotated[int, Path(alias="nodeId", ge=1, le=2**63 - 1, description="th
 
 async def register_node(
     body: RegisterNodeRequest, principal: Operator, repo: Repo, settings: AppSettings
-) -> Any:
-    return await nodes.register_node(
+) -> NodeResponse:
+    node = await nodes.register_node(
         repo,
         provider=body.provider,
         node_identifier=body.node_identifier,
@@ -30,24 +30,28 @@ async def register_node(
         destinations=settings.webhook_destinations,
         actor=principal.actor,
     )
+    return NodeResponse.model_validate(node)
 
 
-async def list_nodes(_: Reader, repo: Repo) -> Any:
-    return await nodes.list_nodes(repo)
+async def list_nodes(_: Reader, repo: Repo) -> list[NodeResponse]:
+    return [NodeResponse.model_validate(n) for n in await nodes.list_nodes(repo)]
 
 
-async def delete_node(node_id: NodeId, principal: Operator, repo: Repo) -> Any:
+async def delete_node(node_id: NodeId, principal: Operator, repo: Repo) -> NodeResponse:
     """Disables the node (kept for history; tasks refer to it)."""
-    return await nodes.set_node_enabled(repo, node_id, enabled=False, actor=principal.actor)
+    node = await nodes.set_node_enabled(repo, node_id, enabled=False, actor=principal.actor)
+    return NodeResponse.model_validate(node)
 
 
-async def disable_node(node_id: NodeId, principal: Operator, repo: Repo) -> Any:
-    return await nodes.set_node_enabled(repo, node_id, enabled=False, actor=principal.actor)
+async def disable_node(node_id: NodeId, principal: Operator, repo: Repo) -> NodeResponse:
+    node = await nodes.set_node_enabled(repo, node_id, enabled=False, actor=principal.actor)
+    return NodeResponse.model_validate(node)
 
 
-async def enable_node(node_id: NodeId, principal: Operator, repo: Repo) -> Any:
+async def enable_node(node_id: NodeId, principal: Operator, repo: Repo) -> NodeResponse:
     """Enables the node and closes its circuit."""
-    return await nodes.set_node_enabled(repo, node_id, enabled=True, actor=principal.actor)
+    node = await nodes.set_node_enabled(repo, node_id, enabled=True, actor=principal.actor)
+    return NodeResponse.model_validate(node)
 
 
 def node_router(prefix: str) -> APIRouter:

@@ -53,7 +53,7 @@ async def create_order(
         backend=body.backend,
         idempotency_key=idempotency_key,
     )
-    order = OrderResponse.from_row(result.order)
+    order = OrderResponse.model_validate(result.order)
     if result.created:
         log.info(
             "order created",
@@ -71,7 +71,7 @@ async def create_order(
 
 @router.get("/{orderId}", response_model=OrderResponse, responses={404: {"model": ErrorResponse}})
 async def get_order(order_id: OrderId, _: Reader, repo: Repo) -> OrderResponse:
-    return OrderResponse.from_row(await order_service.get_order(repo, order_id))
+    return OrderResponse.model_validate(await order_service.get_order(repo, order_id))
 
 
 @router.get("", response_model=OrderPage)
@@ -82,7 +82,8 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> OrderPage:
-    rows, next_cursor = await order_service.list_orders(
-        repo, status=status, limit=limit, cursor=cursor
+    listing = await order_service.list_orders(repo, status=status, limit=limit, cursor=cursor)
+    return OrderPage(
+        items=[OrderResponse.model_validate(o) for o in listing.orders],
+        next_cursor=listing.next_cursor,
     )
-    return OrderPage(items=[OrderResponse.from_row(r) for r in rows], next_cursor=next_cursor)

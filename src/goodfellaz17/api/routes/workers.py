@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from goodfellaz17.api.deps import Context, Reader
 from goodfellaz17.api.schemas import ErrorResponse, WorkerStatusResponse
-from goodfellaz17.services.workers import worker_status
+from goodfellaz17.services.workers import LocalWorker, worker_status
 
 router = APIRouter(
     prefix="/api/admin/worker",
@@ -16,6 +16,8 @@ router = APIRouter(
 
 
 @router.get("/status", response_model=WorkerStatusResponse)
-async def get_worker_status(_: Reader, ctx: Context) -> dict[str, object]:
-    local = ctx.worker.status() if ctx.worker is not None else None
-    return await worker_status(ctx.repo, ctx.settings, local=local)
+async def get_worker_status(_: Reader, ctx: Context) -> WorkerStatusResponse:
+    local = LocalWorker.from_status(ctx.worker.status()) if ctx.worker is not None else None
+    return WorkerStatusResponse.model_validate(
+        await worker_status(ctx.repo, ctx.settings, local=local)
+    )

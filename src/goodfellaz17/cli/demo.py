@@ -28,7 +28,7 @@ from goodfellaz17.db.migrate import apply_migrations
 from goodfellaz17.db.pool import DatabaseLocation, open_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import configure_logging
-from goodfellaz17.services.invariants import check_order
+from goodfellaz17.services.invariants import OrderCheck, check_order
 from goodfellaz17.settings import ApiKey, Role, Settings
 
 STATUSES = ("PENDING", "EXECUTING", "FAILED_RETRYING", "COMPLETED", "FAILED_PERMANENT")
@@ -130,7 +130,7 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
             with contextlib.suppress(Exception):
                 await serving
     _print_report(console, final, report, elapsed)
-    return bool(report["passed"])
+    return report.passed
 
 
 async def _snapshot(repo: Repository, order_id: uuid.UUID) -> dict[str, Any]:
@@ -187,7 +187,7 @@ async def _watch(
 
 
 def _print_report(
-    console: Console, snap: dict[str, Any], report: dict[str, Any], elapsed: float
+    console: Console, snap: dict[str, Any], report: OrderCheck, elapsed: float
 ) -> None:
     order = snap["order"]
     table = Table(title="invariant check", show_lines=False)
@@ -195,15 +195,15 @@ def _print_report(
     table.add_column("expected", justify="right")
     table.add_column("actual", justify="right")
     table.add_column("result")
-    for check in report["checks"]:
+    for check in report.checks:
         table.add_row(
-            check["name"],
-            str(check["expected"]),
-            str(check["actual"]),
-            "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]",
+            check.name,
+            str(check.expected),
+            str(check.actual),
+            "[green]PASS[/]" if check.passed else "[red]FAIL[/]",
         )
     console.print(table)
-    verdict = "[bold green]ALL INVARIANTS HOLD[/]" if report["passed"] else "[bold red]VIOLATED[/]"
+    verdict = "[bold green]ALL INVARIANTS HOLD[/]" if report.passed else "[bold red]VIOLATED[/]"
     console.print(
         f"{verdict} · order {order['status']} · delivered {order['delivered']:,} of "
         f"{order['quantity']:,} · dead-lettered {order['failed_permanent_plays']:,} · "
