@@ -25,8 +25,8 @@ import pytest
 
 from tests.conftest import OPERATOR_KEY, TEMPLATE_DB, _url_for
 from tests.e2e.conftest import CONSOLE_SCREENSHOTS, SCREENSHOTS_TAKEN
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
-from tests.helpers import insert_order, set_task_states
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, health_is_up, insert_order, set_task_states, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -80,7 +80,7 @@ def base_url(console_db: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _up(base), timeout=60, interval=0.2, message="console server up")
+        wait_until(lambda: health_is_up(base), within=60, interval=0.2, what="console server up")
         yield base
     finally:
         exit_code = server.terminate()
@@ -89,13 +89,6 @@ def base_url(console_db: str) -> Iterator[str]:
         shutil.rmtree(logs, ignore_errors=True)
         assert exit_code == 0, output[-3000:]
         assert "Traceback" not in output, output[-3000:]
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/actuator/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
