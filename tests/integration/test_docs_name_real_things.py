@@ -1,8 +1,8 @@
 """Every identifier README.md and docs/*.md name in backticks exists: as a
-named query, in a migrated database's catalog (a function, table, view,
-column, index, trigger, constraint, type or setting), as a metric of a live
-scrape, in the package or tests/, in deploy/, or as a name the docs define
-themselves. What counts as an identifier is in tests/doc_names.py; the names
+named query, in a migrated database's catalog (a function or its argument, a
+table, view, column, index, trigger, constraint, type or setting), as a metric
+of a live scrape, in the package or tests/, in deploy/, or as a name the docs
+define themselves. What counts as an identifier is in tests/doc_names.py; the names
 that need no database are checked by tests/unit/test_architecture_doc.py.
 
 A failure lists every offending `doc:line: name`. Fix the doc (or the code),
@@ -23,6 +23,7 @@ from tests.observability import scraped_names
 # `max_connections`): the docs send operators to both.
 CATALOG_NAMES = """
 SELECT proname FROM pg_proc
+UNION SELECT unnest(proargnames) FROM pg_proc
 UNION SELECT relname FROM pg_class
 UNION SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped
 UNION SELECT tgname FROM pg_trigger
