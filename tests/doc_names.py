@@ -146,26 +146,15 @@ def names_the_docs_define() -> frozenset[str]:
     return frozenset([*shell, *assigned, *aliases])
 
 
-@dataclass(frozen=True)
-class Link:
-    """A relative Markdown link of one document: `[text](target)`."""
-
-    doc: str
-    line: int
-    target: str
-
-    def __str__(self) -> str:
-        return f"{self.doc}:{self.line}: ({self.target})"
-
-
-def links() -> list[Link]:
+def links() -> list[Mention]:
+    """Relative Markdown links, `[text](target)`: a mention of their target."""
     found = []
     for doc in DOCS:
         text = _without_fenced_blocks(doc.read_text())
         for m in re.finditer(r"\]\(([^()\s]+)\)", text):
             if not re.match(r"[a-z]+:", m.group(1)):  # http:, https:, mailto:
                 line = text.count("\n", 0, m.start()) + 1
-                found.append(Link(str(doc.relative_to(ROOT)), line, m.group(1)))
+                found.append(Mention(str(doc.relative_to(ROOT)), line, m.group(1)))
     return found
 
 
@@ -175,8 +164,8 @@ def heading_anchors(doc: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
-def link_problem(link: Link) -> str | None:
-    path, _, anchor = link.target.partition("#")
+def link_problem(link: Mention) -> str | None:
+    path, _, anchor = link.text.partition("#")
     target = (ROOT / link.doc).parent / path if path else ROOT / link.doc
     if not target.exists():
         return "no such file"
