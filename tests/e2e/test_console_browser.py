@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import OPERATOR_KEY, TEMPLATE_DB, _url_for
+from tests.conftest import OPERATOR_KEY, database_from_template
 from tests.e2e.conftest import CONSOLE_SCREENSHOTS, SCREENSHOTS_TAKEN
 from tests.e2e.procs import Proc, service_env
 from tests.helpers import free_port, health_is_up, insert_order, set_task_states, wait_until
@@ -52,13 +52,8 @@ WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def console_db(pg_base_url: str, template_url: str) -> Iterator[str]:
-    name = f"gf_console_browser_{os.getpid()}"
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _url_for(pg_base_url, name)
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_from_template(pg_base_url, f"gf_console_browser_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
