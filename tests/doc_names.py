@@ -286,6 +286,33 @@ def setting_variables() -> frozenset[str]:
     return frozenset(variables)
 
 
+def documented_defaults() -> list[tuple[Mention, str, str]]:
+    """(where, variable, default) of each README settings row that gives one
+    variable and one literal default, both in backticks."""
+    text = (ROOT / "README.md").read_text()
+    rows = re.finditer(r"^\| `(GOODFELLAZ17_[A-Z0-9_]+)` \| `([^`|]+)` \|", text, re.MULTILINE)
+    return [
+        (Mention("README.md", text.count("\n", 0, m.start()) + 1, m.group(1)), *m.groups())
+        for m in rows
+        if not re.fullmatch(UPPER_SNAKE, m.group(2))  # a default that names another variable
+    ]
+
+
+def default_problem(variable: str, documented: str) -> str | None:
+    field = Settings.model_fields.get(variable.removeprefix("GOODFELLAZ17_").lower())
+    if field is None:
+        return "no such setting"
+    default = field.default
+    if isinstance(default, bool):
+        actual = str(default).lower()
+    elif isinstance(default, int | float):
+        same = re.fullmatch(r"-?[\d.]+", documented) and float(documented) == default
+        actual = documented if same else str(default)
+    else:
+        actual = str(getattr(default, "value", default))
+    return None if actual == documented else f"the default is {actual}, not {documented}"
+
+
 @functools.cache
 def repository_paths() -> frozenset[str]:
     """Every file and folder of the checkout, relative to its root."""

@@ -1,10 +1,11 @@
 """The docs cannot drift from the code they describe: docs/ARCHITECTURE.md's
-transition table is the domain's, and every setting, command, make target,
-route, file, module attribute, test and Kubernetes resource that README.md or
-docs/*.md names in backticks exists. What counts as a name is in
-tests/doc_names.py; the names that live in the database or the metrics are
-checked by tests/integration/test_docs_name_real_things.py. Links between the
-docs lead to a file and, with `#anchor`, to one of its headings.
+transition table is the domain's; every setting, command, make target, route,
+file, module attribute, test and Kubernetes resource that README.md or
+docs/*.md names in backticks exists; the README's defaults are the code's;
+links between the docs lead to a file and, with `#anchor`, to one of its
+headings. What counts as a name is in tests/doc_names.py; the names that live
+in the database or the metrics are checked by
+tests/integration/test_docs_name_real_things.py.
 
 A failure lists every offending `doc:line: name`. Fix the doc (or the code),
 never the list of what counts."""
@@ -30,8 +31,8 @@ def problems_with(kind: str, problem: Callable[[str], str | None]) -> list[str]:
     return [f"{n}: {why}" for n in named if (why := problem(n.value))]
 
 
-def report(problems: list[str]) -> str:
-    return "names in the docs that do not exist:\n" + "\n".join(problems)
+def report(problems: list[str], what: str = "names in the docs that do not exist") -> str:
+    return f"{what}:\n" + "\n".join(problems)
 
 
 def test_the_transition_table_is_the_domain_transition_table() -> None:
@@ -53,6 +54,17 @@ def test_every_variable_named_is_a_real_setting() -> None:
         lambda v: None if any(x.endswith(v) for x in variables) else "no setting ends so",
     )
     assert not problems, report(problems)
+
+
+def test_every_default_in_the_readme_is_the_settings_default() -> None:
+    rows = doc_names.documented_defaults()
+    assert len(rows) > 20, "the README lists the settings with their defaults"
+    problems = [
+        f"{where}: {why}"
+        for where, var, value in rows
+        if (why := doc_names.default_problem(var, value))
+    ]
+    assert not problems, report(problems, "defaults in the README that are not the code's")
 
 
 def test_every_command_and_make_target_named_exists() -> None:
