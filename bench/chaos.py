@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' proce
 
 from tests.conftest import OPERATOR_KEY
 from tests.e2e.ledger import ledger_report
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, wait_until
 
 from goodfellaz17.db.migrate import apply_migrations
 
@@ -227,7 +228,7 @@ def soak(
     kills = 0
     say(f"logs and ledger in {workdir}")
     try:
-        wait_until(lambda: _up(base), timeout=60, message="server up")
+        wait_until(lambda: _up(base), within=60, what="server up")
         submitter = threading.Thread(
             target=lambda: submitted.extend(submit_orders(base, stop_orders, rng, order_every)),
             name="orders",

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,25 @@ def template_url(pg_base_url: str) -> str:
     return url
 
 
+@contextmanager
+def database_from_template(pg_base_url: str, name: str) -> Iterator[str]:
+    """A migrated database of the caller's own, cloned from the template;
+    dropped afterwards. Module fixtures use it for a database they share."""
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    try:
+        yield _url_for(pg_base_url, name)
+    finally:
+        with psycopg.connect(pg_base_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def db_url(pg_base_url: str, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test."""
-    name = f"gf_test_{os.getpid()}_{next(_db_counter)}"
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _url_for(pg_base_url, name)
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_from_template(pg_base_url, f"gf_test_{os.getpid()}_{next(_db_counter)}") as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,35 @@
-"""Small helpers shared by tests: seeding orders in a given state by hand."""
+"""Small helpers shared by tests: seeding orders in a given state by hand,
+reading them back, and waiting for a state with a deadline.
+
+Every test helper used by more than one test file lives here, once. Nothing
+here sleeps for a fixed time to let a state arrive: the waits poll a condition
+and fail, naming what they waited for, when the deadline passes.
+"""
 
 from __future__ import annotations
 
+import operator
+import socket
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
+import httpx
 import psycopg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from goodfellaz17.domain.plan import plan_task_sizes
+
+T = TypeVar("T")
+OPEN_STATUSES = ("PENDING", "EXECUTING", "FAILED_RETRYING")
 
 
 def insert_order(
@@ -83,3 +105,78 @@ def assert_counters_exact(conn: psycopg.Connection[Any], order_id: uuid.UUID) ->
     assert order["delivered"] == sums.get("COMPLETED", 0)
     assert order["failed_permanent_plays"] == sums.get("FAILED_PERMANENT", 0)
     assert violations(conn) == []
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def health_is_up(base_url: str, timeout: float = 2.0) -> bool:
+    """The server at `base_url` answers /actuator/health with 200 (not yet
+    listening counts as no)."""
+    try:
+        return httpx.get(f"{base_url}/actuator/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def open_tasks(conn: psycopg.Connection[Any]) -> int:
+    """Tasks not yet settled (delivered or dead-lettered), over every order."""
+    row = conn.execute(
+        "SELECT count(*) FROM order_tasks WHERE status = ANY(%s)", (list(OPEN_STATUSES),)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _polling(
+    retrying: type[Retrying] | type[AsyncRetrying],
+    within: float,
+    what: str,
+    interval: float,
+    retry_on: tuple[type[BaseException], ...],
+) -> Any:
+    def timed_out(state: RetryCallState) -> NoReturn:
+        last = state.outcome.exception() if state.outcome is not None else None
+        raise AssertionError(f"timed out after {within} s waiting for {what}") from last
+
+    return retrying(
+        stop=stop_after_delay(within),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(operator.not_) | retry_if_exception_type(retry_on),
+        retry_error_callback=timed_out,
+    )
+
+
+def wait_until(
+    condition: Callable[[], T],
+    within: float = 60.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.05,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call `condition` until it returns something truthy, and return that.
+    For tests that drive subprocesses: blocks the thread between calls.
+    Exceptions of the types in `retry_on` (e.g. a server not up yet) count
+    as "not yet"; any other propagates at once."""
+    result: T = _polling(Retrying, within, what, interval, retry_on)(condition)
+    return result
+
+
+async def wait_for(
+    condition: Callable[[], T] | Callable[[], Awaitable[T]],
+    within: float = 20.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.02,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
+    """`wait_until` for tests on the event loop: other tasks (the worker
+    under test) run between the calls. `condition` may be a coroutine function."""
+    result: T = await _polling(AsyncRetrying, within, what, interval, retry_on)(condition)
+    return result

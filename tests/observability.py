@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from goodfellaz17.logs import configure_logging
 from goodfellaz17.settings import Settings
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -62,11 +62,16 @@ def exported_names(text: str) -> set[str]:
     return {name for name, _ in parse_metrics(text)}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+async def scraped_names(api: Any, repo: Any) -> set[str]:
+    """The sample names of a live scrape of the app's /metrics (`api`, the
+    conftest client), the invariant monitor run once so its gauges exist too."""
+    from goodfellaz17.services.invariant_monitor import InvariantMonitor
+    from tests.conftest import READ_KEY, key_headers
+
+    await InvariantMonitor(repo, 60).run_once()
+    response = await api.get("/metrics", headers=key_headers(READ_KEY))
+    assert response.status_code == 200
+    return exported_names(response.text)
 
 
 def closed_port_url() -> str:

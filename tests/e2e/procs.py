@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import API_KEYS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def service_env(db_url: str, **overrides: Any) -> dict[str, str]:
@@ -78,13 +69,3 @@ class Proc:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def wait_until(
-    predicate: Any, timeout: float = 60.0, interval: float = 0.05, message: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout} s")
-        time.sleep(interval)

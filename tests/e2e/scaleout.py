@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from tests.e2e.procs import Proc, service_env, wait_until
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import wait_until
 
 TASK_SIZE = 400
 TASKS_PER_ORDER = 40
@@ -99,11 +100,11 @@ def measure(
     try:
         wait_until(
             lambda: listening_workers(sql) == workers,
-            timeout=30,
-            message=f"{workers} workers listening",
+            within=30,
+            what=f"{workers} workers listening",
         )
         insert_orders(sql, orders, tag)
-        wait_until(lambda: open_tasks(sql, tag) == 0, timeout=timeout, message=f"{tag} done")
+        wait_until(lambda: open_tasks(sql, tag) == 0, within=timeout, what=f"{tag} done")
     finally:
         codes = [p.terminate() for p in procs]
         for p in procs:

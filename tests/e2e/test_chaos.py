@@ -15,23 +15,14 @@ import pytest
 
 from tests.conftest import OPERATOR_KEY
 from tests.e2e.ledger import ledger_report
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
-from tests.helpers import violations
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, health_is_up, open_tasks, violations, wait_until
 
 pytestmark = pytest.mark.e2e
 
 ORDERS = 5
 QUANTITY = 15_000
 KILLS = 20
-
-
-def open_tasks(sql: psycopg.Connection[Any]) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks WHERE status IN"
-        " ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
@@ -67,7 +58,7 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     base = f"http://127.0.0.1:{port}"
     headers = {"X-Api-Key": OPERATOR_KEY}
     try:
-        wait_until(lambda: _up(base), timeout=30, message="server up")
+        wait_until(lambda: health_is_up(base), within=30, what="server up")
         with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
             for i in range(ORDERS):
                 response = client.post(
@@ -85,9 +76,9 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
         assert open_tasks(sql) > 0, "the orders must still be running when the kills end"
         wait_until(
             lambda: open_tasks(sql) == 0,
-            timeout=240,
+            within=240,
             interval=0.2,
-            message="every task settled after the chaos",
+            what="every task settled after the chaos",
         )
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             orders = client.get("/api/orders", params={"limit": 50}).json()["items"]
@@ -114,10 +105,3 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     assert rescued is not None
     assert rescued[0] > 0, "kills must have orphaned some tasks"
     assert violations(sql) == []
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/actuator/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -23,10 +23,10 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import OPERATOR_KEY, TEMPLATE_DB, _url_for
+from tests.conftest import OPERATOR_KEY, database_from_template
 from tests.e2e.conftest import CONSOLE_SCREENSHOTS, SCREENSHOTS_TAKEN
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
-from tests.helpers import insert_order, set_task_states
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, health_is_up, insert_order, set_task_states, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -52,13 +52,8 @@ WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def console_db(pg_base_url: str, template_url: str) -> Iterator[str]:
-    name = f"gf_console_browser_{os.getpid()}"
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _url_for(pg_base_url, name)
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_from_template(pg_base_url, f"gf_console_browser_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +75,7 @@ def base_url(console_db: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _up(base), timeout=60, interval=0.2, message="console server up")
+        wait_until(lambda: health_is_up(base), within=60, interval=0.2, what="console server up")
         yield base
     finally:
         exit_code = server.terminate()
@@ -89,13 +84,6 @@ def base_url(console_db: str) -> Iterator[str]:
         shutil.rmtree(logs, ignore_errors=True)
         assert exit_code == 0, output[-3000:]
         assert "Traceback" not in output, output[-3000:]
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/actuator/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import API_KEYS, OPERATOR_KEY, ORDERS_KEY, READ_KEY
+from tests.helpers import free_port, health_is_up, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,27 +33,12 @@ WORKER_STATUS_FIELDS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def serve_command() -> list[str]:
     script = Path(sys.executable).parent / "goodfellaz17"
     if script.exists():
         return [str(script), "serve"]
     found = shutil.which("goodfellaz17")
     return [found, "serve"] if found else [sys.executable, "-m", "goodfellaz17", "serve"]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -81,13 +65,10 @@ def server(db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
     def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            return client.get("/actuator/health").status_code == 200
-        except httpx.TransportError:
-            return False
+        return health_is_up(f"http://127.0.0.1:{port}", timeout=10)
 
     try:
-        wait_for(ready, 60, "the server to answer /actuator/health")
+        wait_until(ready, 60, "the server to answer /actuator/health")
         yield client
     except BaseException:
         print(log_path.read_text()[-5000:])
@@ -149,7 +130,7 @@ def test_every_contract_endpoint_answers_on_a_live_server(
         p = api.get(f"/api/admin/orders/{order_id}/progress", headers=h(READ_KEY)).json()
         return p["tasks"]["COMPLETED"]["tasks"] + p["tasks"]["FAILED_PERMANENT"]["tasks"] == 38
 
-    wait_for(settled, 60, "every task to be delivered or dead-lettered")
+    wait_until(settled, 60, "every task to be delivered or dead-lettered")
     progress = api.get(f"/api/admin/orders/{order_id}/progress", headers=h(READ_KEY))
     assert progress.status_code == 200
     p = progress.json()

@@ -16,7 +16,8 @@ import pytest
 from goodfellaz17.db.migrate import apply_migrations
 from tests.conftest import OPERATOR_KEY
 from tests.e2e.ledger import ledger_report
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,7 @@ def test_database_restart_mid_run_loses_nothing(private_pg: PrivateServer, tmp_p
     try:
         with httpx.Client(base_url=base, headers={"X-Api-Key": OPERATOR_KEY}, timeout=15) as client:
             wait_until(
-                lambda: _get(client, "/actuator/health")[0] == 200, timeout=30, message="server up"
+                lambda: _get(client, "/actuator/health")[0] == 200, within=30, what="server up"
             )
             ids = [
                 client.post("/api/orders", json={"quantity": 8_000, "target": f"r{i}"}).json()["id"]
@@ -106,8 +107,8 @@ def test_database_restart_mid_run_loses_nothing(private_pg: PrivateServer, tmp_p
             ]
             wait_until(
                 lambda: client.get(f"/api/orders/{ids[0]}").json()["delivered"] > 0,
-                timeout=30,
-                message="delivery under way",
+                within=30,
+                what="delivery under way",
             )
 
             private_pg.stop()
@@ -124,16 +125,16 @@ def test_database_restart_mid_run_loses_nothing(private_pg: PrivateServer, tmp_p
 
             wait_until(
                 lambda: _get(client, "/actuator/health")[0] == 200,
-                timeout=30,
-                message="health UP again",
+                within=30,
+                what="health UP again",
             )
             wait_until(
                 lambda: all(
                     client.get(f"/api/orders/{i}").json()["status"] == "COMPLETED" for i in ids
                 ),
-                timeout=120,
+                within=120,
                 interval=0.3,
-                message="orders completed after restart",
+                what="orders completed after restart",
             )
             orders = [client.get(f"/api/orders/{i}").json() for i in ids]
         assert server.popen.poll() is None, "the server must not have crashed"

@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import API_KEYS, ORDERS_KEY
 from tests.deploy_manifests import deployed, effective_env, kubectl_set_env, one
-from tests.e2e.procs import Proc, free_port, wait_until
-from tests.helpers import violations
+from tests.e2e.procs import Proc
+from tests.helpers import free_port, violations, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def health(env: dict[str, str]) -> dict[str, Any] | None:
 def start_server(env: dict[str, str], log: Path) -> Proc:
     # The container's command line: ENTRYPOINT goodfellaz17, args from the Deployment.
     server = Proc(["serve", "--host", env["GOODFELLAZ17_HOST"]], env, log)
-    wait_until(lambda: health(env) is not None, timeout=30, message="server healthy")
+    wait_until(lambda: health(env) is not None, within=30, what="server healthy")
     return server
 
 
@@ -92,8 +92,8 @@ def test_the_brake_stops_delivery_and_releasing_it_delivers_the_waiting_order(
         order_id = created.json()["id"]
         wait_until(
             lambda: "worker disabled by GOODFELLAZ17_WORKER_ENABLED=false" in worker.output(),
-            timeout=30,
-            message="braked worker idling",
+            within=30,
+            what="braked worker idling",
         )
         # Both processes are up and neither runs a worker: nothing can claim.
         assert sql.execute("SELECT count(*) FROM workers").fetchone() == (0,)
@@ -113,8 +113,8 @@ def test_the_brake_stops_delivery_and_releasing_it_delivers_the_waiting_order(
                 sql.execute("SELECT status FROM orders WHERE id = %s", (order_id,)).fetchone()
                 == ("COMPLETED",)
             ),
-            timeout=60,
-            message="order delivered after the brake is released",
+            within=60,
+            what="order delivered after the brake is released",
         )
     finally:
         stop(server)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.conftest import API_KEYS, READ_KEY
-from tests.helpers import insert_order
+from tests.helpers import insert_order, wait_until
 from tests.observability import free_port, parse_metrics, sample
 
 pytestmark = pytest.mark.e2e
@@ -51,16 +50,7 @@ def process(
 
 def poll(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
     """Call `check` until it returns a truthy value (connection errors retry)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return wait_until(check, seconds, what, interval=0.1, retry_on=(httpx.TransportError,))
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:

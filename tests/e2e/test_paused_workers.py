@@ -25,23 +25,14 @@ import pytest
 
 from tests.conftest import OPERATOR_KEY
 from tests.e2e.ledger import ledger_report
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
-from tests.helpers import violations
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, health_is_up, open_tasks, violations, wait_until
 
 pytestmark = pytest.mark.e2e
 
 ORDERS = 4
 QUANTITY = 15_000
 PAUSES = 8
-
-
-def open_tasks(sql: psycopg.Connection[Any]) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks WHERE status IN"
-        " ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def executing_by(sql: psycopg.Connection[Any], pid: int) -> int:
@@ -81,7 +72,7 @@ def test_a_worker_thawed_after_its_lease_changes_nothing_it_no_longer_holds(
     headers = {"X-Api-Key": OPERATOR_KEY}
     frozen_with_tasks = 0
     try:
-        wait_until(lambda: _up(base), timeout=30, message="server up")
+        wait_until(lambda: health_is_up(base), within=30, what="server up")
         with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
             for i in range(ORDERS):
                 response = client.post(
@@ -92,8 +83,8 @@ def test_a_worker_thawed_after_its_lease_changes_nothing_it_no_longer_holds(
             victim = workers[rng.randrange(len(workers))]
             wait_until(
                 lambda v=victim: executing_by(sql, v.pid) > 0 or open_tasks(sql) == 0,
-                timeout=15,
-                message="the victim delivering",
+                within=15,
+                what="the victim delivering",
             )
             frozen_with_tasks += executing_by(sql, victim.pid) > 0
             os.kill(victim.pid, signal.SIGSTOP)
@@ -104,9 +95,9 @@ def test_a_worker_thawed_after_its_lease_changes_nothing_it_no_longer_holds(
             time.sleep(rng.uniform(0.2, 0.6))
         wait_until(
             lambda: open_tasks(sql) == 0,
-            timeout=120,
+            within=120,
             interval=0.2,
-            message="every task settled after the freezes",
+            what="every task settled after the freezes",
         )
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             orders = client.get("/api/orders", params={"limit": 50}).json()["items"]
@@ -139,10 +130,3 @@ def with_cont(proc: Proc) -> None:
     """Never leave a stopped process behind (a SIGKILL works on it, but say so)."""
     if proc.popen.poll() is None:
         os.kill(proc.pid, signal.SIGCONT)
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/actuator/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

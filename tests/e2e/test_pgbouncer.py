@@ -36,9 +36,9 @@ from goodfellaz17.backends.simulated import read_ledger
 from goodfellaz17.db.pool import connection_kwargs
 from goodfellaz17.settings import load_settings
 from tests.conftest import ORDERS_KEY
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
+from tests.e2e.procs import Proc, service_env
 from tests.e2e.test_worker_processes import assert_ledger_matches_accounting
-from tests.helpers import violations
+from tests.helpers import free_port, health_is_up, violations, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,7 +120,7 @@ server_reset_query =
             except psycopg.OperationalError:
                 return False
 
-        wait_until(accepting, timeout=20, message="pgbouncer accepting")
+        wait_until(accepting, within=20, what="pgbouncer accepting")
         yield Bouncer(port, log)
     finally:
         proc.terminate()
@@ -209,20 +209,14 @@ def test_api_and_workers_behind_pgbouncer_deliver_an_order_exactly(
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/actuator/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=30, message="serve healthy")
+        wait_until(lambda: health_is_up(base), within=30, what="serve healthy")
         wait_until(
             lambda: (
                 sql.execute("SELECT count(*) FROM workers WHERE status = 'RUNNING'").fetchone()
                 == (2,)
             ),
-            timeout=30,
-            message="two workers running",
+            within=30,
+            what="two workers running",
         )
         started = time.monotonic()
         created = httpx.post(
@@ -240,7 +234,7 @@ def test_api_and_workers_behind_pgbouncer_deliver_an_order_exactly(
             ).json()
             return bool(order["status"] == "COMPLETED")
 
-        wait_until(completed, timeout=60, message="order completed via PgBouncer")
+        wait_until(completed, within=60, what="order completed via PgBouncer")
         assert time.monotonic() - started < 60
         clients = {c["application_name"].split(":")[0] for c in bouncer.clients()}
     finally:

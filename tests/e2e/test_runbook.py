@@ -42,14 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
 from tests import runbook_sql
 from tests.conftest import OPERATOR_KEY
-from tests.e2e.procs import Proc, free_port, service_env, wait_until
-from tests.helpers import insert_order, violations
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import free_port, health_is_up, insert_order, violations, wait_until
 from tests.observability import ROOT, alert_rules
 
 RUNBOOK = ROOT / "docs" / "RUNBOOK.md"
@@ -440,13 +439,10 @@ def live_server(db_url: str, tmp_path: Path) -> Iterator[str]:
     def ready() -> bool:
         if proc.popen.poll() is not None:
             raise AssertionError(f"serve exited {proc.popen.returncode}:\n{proc.output()}")
-        try:
-            return httpx.get(f"{base_url}/actuator/health", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
+        return health_is_up(base_url, timeout=5)
 
     try:
-        wait_until(ready, timeout=60, message="serve answering /actuator/health")
+        wait_until(ready, within=60, what="serve answering /actuator/health")
         yield base_url
         assert proc.popen.poll() is None, f"serve died during the runbook:\n{proc.output()}"
         assert proc.terminate() == 0, proc.output()[-5000:]
@@ -478,7 +474,7 @@ def test_every_runbook_block_runs_against_a_live_server(
         if problem:
             failures.append(f"RUNBOOK.md:{block.line} ({block.language}): {problem}")
         # Orphans a block made (5.2) are the rescuer's to settle before the next.
-        wait_until(lambda: orphans_settled(sql), timeout=30, message="orphans rescued")
+        wait_until(lambda: orphans_settled(sql), within=30, what="orphans rescued")
     elapsed = time.monotonic() - started
     slowest = ", ".join(f"line {line}: {d:.1f} s" for d, line in sorted(durations)[-5:])
     print(f"ran {len(to_run)} runbook blocks in {elapsed:.0f} s (slowest: {slowest})")
@@ -489,7 +485,7 @@ def test_every_runbook_block_runs_against_a_live_server(
         "SELECT enabled AND (expires_at IS NULL OR expires_at > now()) FROM chaos_settings"
     ).fetchone()
     assert chaos == (False,), "a block switched chaos injection on and none switched it off"
-    wait_until(lambda: violations(sql) == [], timeout=30, message="every invariant holding")
+    wait_until(lambda: violations(sql) == [], within=30, what="every invariant holding")
     # The operator actions were really carried out, not just accepted.
     actions = {r[0] for r in sql.execute("SELECT DISTINCT action FROM operator_actions")}
     assert {"retry_now", "drain_dead_letters", "cancel", "force_complete"} <= actions

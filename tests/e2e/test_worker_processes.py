@@ -10,19 +10,10 @@ import pytest
 
 from goodfellaz17.backends.simulated import read_ledger
 from tests.e2e.ledger import ledger_report
-from tests.e2e.procs import Proc, service_env, wait_until
-from tests.helpers import insert_order, order_row, violations
+from tests.e2e.procs import Proc, service_env
+from tests.helpers import insert_order, open_tasks, order_row, violations, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def open_tasks(sql: psycopg.Connection[Any]) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks WHERE status IN"
-        " ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def assert_ledger_matches_accounting(sql: psycopg.Connection[Any], ledger: Path) -> None:
@@ -45,11 +36,11 @@ def test_three_workers_share_orders_without_executing_any_task_twice(
                 sql.execute("SELECT count(*) FROM workers WHERE status = 'RUNNING'").fetchone()
                 == (3,)
             ),
-            timeout=30,
-            message="3 workers up",
+            within=30,
+            what="3 workers up",
         )
         ids = [insert_order(sql, 15_000) for _ in range(3)]
-        wait_until(lambda: open_tasks(sql) == 0, timeout=90, message="all tasks done")
+        wait_until(lambda: open_tasks(sql) == 0, within=90, what="all tasks done")
     finally:
         for w in workers:
             assert w.terminate() == 0, w.output()[-2000:]
@@ -94,8 +85,8 @@ def test_a_sigkilled_worker_loses_nothing(
                 ).fetchone()
                 == (18,)
             ),
-            timeout=30,
-            message="slow worker holding a batch",
+            within=30,
+            what="slow worker holding a batch",
         )
         slow.kill()  # SIGKILL mid-batch: its 18 claims are orphans now
     finally:
@@ -106,7 +97,7 @@ def test_a_sigkilled_worker_loses_nothing(
         tmp_path / "rescuer.log",
     )
     try:
-        wait_until(lambda: open_tasks(sql) == 0, timeout=60, message="all tasks done")
+        wait_until(lambda: open_tasks(sql) == 0, within=60, what="all tasks done")
     finally:
         assert rescuer.terminate() == 0
         rescuer.close()

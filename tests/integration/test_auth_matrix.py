@@ -30,8 +30,7 @@ from tests.conftest import (
     OPERATOR_KEY,
     ORDERS_KEY,
     READ_KEY,
-    TEMPLATE_DB,
-    _url_for,
+    database_from_template,
     make_settings,
 )
 from tests.helpers import insert_order, set_task_states
@@ -151,19 +150,13 @@ def expected_status(expect: Expect, key: str | None) -> int:
 
 @pytest.fixture(scope="module")
 def matrix_db(pg_base_url: str, template_url: str) -> Iterator[str]:
-    name = f"gf_matrix_{os.getpid()}"
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    url = _url_for(pg_base_url, name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO nodes (provider, node_identifier, endpoint)"
-            " VALUES ('webhook', 'matrix-hook', 'https://hooks.example.test/deliver')"
-        )
-    yield url
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_from_template(pg_base_url, f"gf_matrix_{os.getpid()}") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO nodes (provider, node_identifier, endpoint)"
+                " VALUES ('webhook', 'matrix-hook', 'https://hooks.example.test/deliver')"
+            )
+        yield url
 
 
 # The ops console authenticates with a session cookie opened by a key, not

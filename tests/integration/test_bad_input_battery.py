@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from goodfellaz17.api.app import create_app
-from tests.conftest import OPERATOR_KEY, TEMPLATE_DB, _url_for, make_settings
+from tests.conftest import OPERATOR_KEY, database_from_template, make_settings
 from tests.helpers import insert_order, set_task_states
 
 TABLES = (
@@ -511,23 +511,17 @@ BATTERY: list[Bad] = [
 
 @pytest.fixture(scope="module")
 def battery_db(pg_base_url: str, template_url: str) -> Iterator[str]:
-    name = f"gf_battery_{os.getpid()}"
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    url = _url_for(pg_base_url, name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        for states in (MIXED, ["COMPLETED"] * 10, []):
-            set_task_states(conn, insert_order(conn, 4_000), states)
-        conn.execute(
-            "INSERT INTO nodes (provider, node_identifier, endpoint)"
-            " VALUES ('webhook', 'hook-1', 'https://hooks.example.test/deliver')"
-        )
-        conn.execute("INSERT INTO operator_actions (action, actor) VALUES ('seed', 'test')")
-        conn.execute("INSERT INTO invariant_check_log (scope, passed) VALUES ('GLOBAL', true)")
-    yield url
-    with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_from_template(pg_base_url, f"gf_battery_{os.getpid()}") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for states in (MIXED, ["COMPLETED"] * 10, []):
+                set_task_states(conn, insert_order(conn, 4_000), states)
+            conn.execute(
+                "INSERT INTO nodes (provider, node_identifier, endpoint)"
+                " VALUES ('webhook', 'hook-1', 'https://hooks.example.test/deliver')"
+            )
+            conn.execute("INSERT INTO operator_actions (action, actor) VALUES ('seed', 'test')")
+            conn.execute("INSERT INTO invariant_check_log (scope, passed) VALUES ('GLOBAL', true)")
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from goodfellaz17.settings import Settings
 from goodfellaz17.worker.worker import OrderDeliveryWorker
 from tests.conftest import OPERATOR_KEY, ORDERS_KEY, key_headers, make_settings
 from tests.e2e.ledger import ledger_report
-from tests.helpers import violations
+from tests.helpers import open_tasks, violations, wait_for
 
 CREATIONS = 50
 SHARED_KEYS = 5  # 5 keys sent twice each: 45 orders from 50 requests
@@ -84,23 +83,6 @@ async def client(busy_settings: Settings, db_url: str) -> AsyncIterator[httpx.As
         finally:
             await second.stop()
             await task
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within} s")
-        await asyncio.sleep(0.05)
-
-
-def open_tasks(sql: psycopg.Connection[Any]) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks"
-        " WHERE status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_concurrent_orders_and_operator_actions_never_surface_a_database_error(
@@ -173,7 +155,7 @@ async def test_concurrent_orders_and_operator_actions_never_surface_a_database_e
     headers = key_headers(OPERATOR_KEY)
     assert (await client.post("/api/admin/testing/disable", headers=headers)).status_code == 200
     for _ in range(5):  # a task failing as chaos ends may be dead-lettered after a drain
-        await wait_for(lambda: open_tasks(sql) == 0, 90, "every task settled")
+        await wait_for(lambda: open_tasks(sql) == 0, 90, "every task settled", interval=0.05)
         unfinished = [
             order["id"]
             for order in (await client.get("/api/orders?limit=500", headers=headers)).json()[

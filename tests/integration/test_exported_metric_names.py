@@ -9,24 +9,19 @@ from typing import Any
 import pytest
 
 from goodfellaz17.db.repository import Repository
-from goodfellaz17.services.invariant_monitor import InvariantMonitor
-from tests.conftest import READ_KEY, key_headers
 from tests.observability import (
     ALERT_TESTS,
     alert_rules,
     dashboard_expressions,
-    exported_names,
     load_yaml,
     promql_metric_names,
+    scraped_names,
 )
 
 
 @pytest.fixture
 async def exported(api: Any, repo: Repository) -> set[str]:
-    await InvariantMonitor(repo, 60).run_once()  # so the last-check gauge exists too
-    response = await api.get("/metrics", headers=key_headers(READ_KEY))
-    assert response.status_code == 200
-    names = exported_names(response.text)
+    names = await scraped_names(api, repo)
     # The scrape is what Prometheus stores: suffixed counters and histograms.
     assert {
         "delivery_tasks_total",

@@ -15,7 +15,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from goodfellaz17.settings import Settings
 from tests.conftest import OPERATOR_KEY, key_headers, make_settings
 from tests.e2e.ledger import ledger_report
 from tests.e2e.procs import service_env
-from tests.helpers import violations
+from tests.helpers import open_tasks, violations, wait_for
 
 QUANTITY = 15_000
 TASKS = 38
@@ -63,28 +63,11 @@ async def client(storm_settings: Settings, db_url: str) -> AsyncIterator[httpx.A
             yield c
 
 
-async def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within} s")
-        await asyncio.sleep(0.02)
-
-
 def tasks_by_status(sql: psycopg.Connection[Any], order_id: str) -> dict[str, int]:
     rows = sql.execute(
         "SELECT status, count(*) FROM order_tasks WHERE order_id = %s GROUP BY status", (order_id,)
     ).fetchall()
     return dict(rows)
-
-
-def open_tasks(sql: psycopg.Connection[Any]) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks"
-        " WHERE status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def backing_off(sql: psycopg.Connection[Any]) -> int:

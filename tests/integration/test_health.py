@@ -14,6 +14,7 @@ import psycopg
 
 from goodfellaz17.api.app import create_app
 from tests.conftest import make_settings
+from tests.helpers import wait_for
 from tests.observability import closed_port_url
 
 # The health check gives the database 2 s; allow for a loaded CI machine.
@@ -40,11 +41,14 @@ async def timed_get(client: httpx.AsyncClient, path: str) -> httpx.Response:
 async def wait_for_health(client: httpx.AsyncClient, status_code: int) -> httpx.Response:
     """Poll /actuator/health until it answers `status_code`; anything but 200
     or 503 on the way fails at once."""
-    deadline = time.monotonic() + 20
-    while (response := await timed_get(client, "/actuator/health")).status_code != status_code:
+
+    async def answered() -> httpx.Response | None:
+        response = await timed_get(client, "/actuator/health")
         assert response.status_code in (200, 503), response.text
-        assert time.monotonic() < deadline, f"health never answered {status_code}"
-        await asyncio.sleep(0.05)
+        return response if response.status_code == status_code else None
+
+    response = await wait_for(answered, 20, f"health to answer {status_code}", interval=0.05)
+    assert response is not None
     return response
 
 

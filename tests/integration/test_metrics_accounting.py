@@ -3,8 +3,6 @@ orphan rescue, every metric equals what the database says happened."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -12,10 +10,8 @@ import psycopg
 
 from goodfellaz17.api.app import create_app
 from tests.conftest import ORDERS_KEY, READ_KEY, key_headers, make_settings
-from tests.helpers import insert_order, violations
+from tests.helpers import insert_order, open_tasks, violations, wait_for
 from tests.observability import parse_metrics, sample
-
-OPEN = "('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
 
 
 def _one(sql: psycopg.Connection[Any], query: str) -> float:
@@ -36,13 +32,6 @@ def _seed_orphan(sql: psycopg.Connection[Any]) -> None:
            WHERE order_id = %s AND seq = 0""",
         (order,),
     )
-
-
-async def _wait_until_every_task_is_final(sql: psycopg.Connection[Any]) -> None:
-    deadline = time.monotonic() + 60
-    while _one(sql, f"SELECT count(*) FROM order_tasks WHERE status IN {OPEN}") > 0:
-        assert time.monotonic() < deadline, "the worker did not finish the orders in 60 s"
-        await asyncio.sleep(0.05)
 
 
 async def test_metrics_equal_the_database_after_failures_retries_and_an_orphan(
@@ -68,7 +57,9 @@ async def test_metrics_equal_the_database_after_failures_retries_and_an_orphan(
                 json={"quantity": 15_000, "target": "acceptance"},
             )
             assert response.status_code == 201, response.text
-            await _wait_until_every_task_is_final(sql)
+            await wait_for(
+                lambda: open_tasks(sql) == 0, 60, "the worker to finish the orders", interval=0.05
+            )
 
             running = parse_metrics(
                 (await client.get("/metrics", headers=key_headers(READ_KEY))).text

@@ -4,7 +4,6 @@ where it would be unsafe, and every invariant still true afterwards."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -15,7 +14,13 @@ from goodfellaz17.db.repository import Repository
 from goodfellaz17.errors import Conflict, NotFound
 from goodfellaz17.services import invariants, operations
 from tests.conftest import OPERATOR_KEY, key_headers
-from tests.helpers import assert_counters_exact, insert_order, order_row, set_task_states
+from tests.helpers import (
+    assert_counters_exact,
+    insert_order,
+    order_row,
+    set_task_states,
+    wait_for,
+)
 
 MIXED = (
     ["COMPLETED"] * 10
@@ -211,16 +216,14 @@ async def test_operator_actions_over_http_record_the_api_key_as_actor(
 
 
 async def _wait_until_blocked_on_a_lock(sql: psycopg.Connection[Any]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        waiting = sql.execute(
+    def waiting() -> bool:
+        row = sql.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock'"
         ).fetchone()
-        if waiting and waiting[0] > 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the action never waited on a lock")
+        return row is not None and row[0] > 0
+
+    await wait_for(waiting, 10, "the action to wait on a lock")
 
 
 async def test_a_deadlocked_action_is_retried_and_the_caller_never_sees_it(

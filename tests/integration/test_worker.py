@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from goodfellaz17.backends.simulated import SimulatedBackend, SimulatedConfig
 from goodfellaz17.settings import Settings
 from goodfellaz17.worker.worker import OrderDeliveryWorker
 from tests.conftest import make_settings
-from tests.helpers import insert_order, order_row, violations
+from tests.helpers import insert_order, open_tasks, order_row, violations, wait_for
 
 
 @asynccontextmanager
@@ -36,22 +36,8 @@ async def running_worker(
         await task
 
 
-async def wait_for(
-    predicate: Callable[[], bool], within: float = 20.0, interval: float = 0.02
-) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(interval)
-
-
 def all_orders_settled(sql: psycopg.Connection[Any]) -> bool:
-    row = sql.execute(
-        "SELECT count(*) FROM order_tasks WHERE status IN"
-        " ('PENDING', 'EXECUTING', 'FAILED_RETRYING')"
-    ).fetchone()
-    return row == (0,)
+    return open_tasks(sql) == 0
 
 
 async def test_worker_delivers_several_orders_exactly(
