@@ -150,11 +150,14 @@ def run_once(
     *,
     tasks: int | None = None,
     queue: str = "small",
+    batch: int | None = None,
 ) -> dict[str, Any]:
     """One pgbench run on a queue of about `tasks` tasks (default: the
-    configured size); `queue` labels the size in the results."""
-    cycles = max(1, (tasks or cfg.pgbench_task_count) // (cfg.batch * clients))
-    needed = cycles * clients * cfg.batch
+    configured size) claiming `batch` per statement (default: the configured
+    batch); `queue` labels the size in the results."""
+    batch = batch or cfg.batch
+    cycles = max(1, (tasks or cfg.pgbench_task_count) // (batch * clients))
+    needed = cycles * clients * batch
     reset_product(admin)
     load: Load = load_queued_orders(
         admin,
@@ -174,7 +177,7 @@ def run_once(
         "-c", str(clients),
         "-j", str(min(clients, 2)),
         "-t", str(cycles),
-        "-D", f"limit={cfg.batch}",
+        "-D", f"limit={batch}",
     ]  # fmt: skip
     for name, value in PGBENCH_VARS.items():
         argv += ["-D", f"{name}={value}"]
@@ -204,7 +207,7 @@ def run_once(
         "variant": variant,
         "queue": queue,
         "clients": clients,
-        "batch": cfg.batch,
+        "batch": batch,
         "cycles": clients * cycles,
         "tasks": completed,
         "seconds": seconds,

@@ -29,6 +29,7 @@ class Row:
     target: str = ""
     passed: bool | None = None
     fmt: str = ",.0f"
+    heading: bool = False
 
     def cells(self) -> list[str]:
         def f(v: float) -> str:
@@ -36,6 +37,8 @@ class Row:
 
         s = self.summary
         ok = "" if self.passed is None else ("PASS" if self.passed else "FAIL")
+        if self.heading:
+            return [self.figure, "", "", "", "", self.detail, "", ""]
         if s is None:
             return [self.figure, "n/a", "", "", self.unit, self.detail, self.target, ok]
         return [
@@ -102,9 +105,13 @@ class Rows(list[Row]):
         passed = check(s) if check is not None and s is not None else None
         self.append(Row(figure, s, unit, detail, target, passed, fmt))
 
+    def heading(self, figure: str, detail: str = "") -> None:
+        self.append(Row(figure, None, "", detail, heading=True))
+
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     rows = Rows()
+    _comparison_rows(rows, results)
     _throughput_rows(rows, results)
     _latency_rows(rows, results)
     _scale_rows(rows, results)
@@ -246,6 +253,133 @@ def _throughput_rows(rows: Rows, results: dict[str, Any]) -> None:
         )
 
 
+# The issue-13 targets for the engine in the same-run comparison.
+ENGINE_PG_CPU_MS = 0.1
+ENGINE_WORKER_CPU_MS = 0.15
+
+
+def _busy_rows(
+    rows: Rows,
+    figure: str,
+    runs: Sequence[dict[str, Any]],
+    detail: str,
+    targets: tuple[float, float] | None = None,
+) -> None:
+    """A contestant's busy rate, then its worker and PostgreSQL CPU per item
+    (with the engine's targets when given)."""
+    rows.add(figure, [r.get("busy_items_per_s") for r in runs], "items/s", detail)
+    worker_target, pg_target = targets or (None, None)
+    for label, key, target in (
+        ("  worker CPU", "busy_worker_cpu_ms", worker_target),
+        ("  PostgreSQL CPU", "busy_pg_cpu_ms", pg_target),
+    ):
+        values = [r.get(key) for r in runs]
+        if all(v is None for v in values):
+            continue
+        cores = [r.get(key.replace("_cpu_ms", "_cores")) for r in runs]
+        clean = [c for c in cores if c is not None]
+        busy = f"{statistics.median(clean):.2f} cores busy" if clean else ""
+        rows.add(
+            label,
+            values,
+            "ms/item",
+            busy,
+            f"<= {target:g} ms" if target is not None else "",
+            (lambda s, t=target: s.median <= t) if target is not None else None,
+            fmt=".3f",
+        )
+
+
+def _comparison_rows(rows: Rows, results: dict[str, Any]) -> None:
+    """Issue 13's same-run table: every queue draining the same number of
+    no-op items on the same server in the same rounds, busy rate after the
+    first completion, CPU per item; then the engine's ratios, round by round."""
+    cfg = results["config"]
+    rounds: list[dict[str, Any]] = results.get("rounds", [])
+    large = cfg.get("large_tasks")
+    eng = [r for rd in rounds for r in rd.get("engine", []) if r["tasks"] == large]
+    peers = {
+        name: [rd[name] for rd in rounds if name in rd] for name in ("graphile", "pgboss", "peer")
+    }
+    raw = [r for rd in rounds for r in rd.get("pgbench", []) if r.get("queue") == "compare"]
+    if not (eng or raw or peers["graphile"] or peers["pgboss"]):
+        return
+    rows.heading(
+        f"same-run comparison, {large:,} no-op items each",
+        "busy rate: from the first completion to the last, database clock",
+    )
+    for name in ("graphile", "pgboss"):
+        runs = peers[name]
+        if runs:
+            first = runs[0]
+            _busy_rows(rows, f"{first['label']} {first['version']}", runs, first["settings"])
+    for batch in cfg.get("compare_batches", []):
+        runs = _pick(raw, batch=batch)
+        if not runs:
+            continue
+        rows.add(
+            f"raw SQL cycle, {batch} per statement",
+            [r["tasks_per_s"] for r in runs],
+            "items/s",
+            f"pgbench minimal script, {runs[0]['clients']} clients, {runs[0]['tasks']:,} tasks",
+        )
+        rows.add("  PostgreSQL CPU", [r["pg_cpu_s_per_1k"] for r in runs], "ms/item", fmt=".3f")
+    for procs in cfg["engine_processes"]:
+        runs = _pick(eng, processes=procs)
+        if runs:
+            _busy_rows(
+                rows,
+                f"goodfellaz17, {procs} worker process{'es' if procs > 1 else ''}",
+                runs,
+                f"instant simulated backend, batch {cfg['batch']}",
+                (ENGINE_WORKER_CPU_MS, ENGINE_PG_CPU_MS),
+            )
+    if peers["peer"]:
+        p = peers["peer"][0]
+        _busy_rows(
+            rows,
+            f"Procrastinate {p.get('version', '')}".strip(),
+            peers["peer"],
+            f"{p['processes']} proc x concurrency {p['concurrency']}; {p['jobs']:,} jobs",
+        )
+
+    def engine_best(rd: dict[str, Any]) -> float:
+        return _best(
+            [r for r in _pick(rd.get("engine", []), tasks=large) if r.get("busy_items_per_s")],
+            "busy_items_per_s",
+        )
+
+    for name, label in (("graphile", "graphile-worker"), ("pgboss", "pg-boss")):
+        if not (eng and peers[name]):
+            continue
+        goal = name == "graphile"
+        rows.add(
+            f"goodfellaz17 / {label}",
+            _per_round(rounds, lambda rd, n=name: engine_best(rd) / rd[n]["busy_items_per_s"]),
+            "x",
+            "best engine run (1 or 2 processes) / the peer, per round"
+            + ("; interim floor 0.5" if goal else ""),
+            ">= 1" if goal else "",
+            (lambda s: s.median >= 1.0) if goal else None,
+            fmt=".2f",
+        )
+    if eng and raw:
+        ref = min(cfg.get("compare_batches", [cfg["batch"]]))
+        rows.add(
+            f"goodfellaz17 / raw SQL cycle ({ref} per statement)",
+            _per_round(
+                rounds,
+                lambda rd: (
+                    engine_best(rd)
+                    / _best(_pick(rd["pgbench"], queue="compare", batch=ref), "tasks_per_s")
+                ),
+            ),
+            "x",
+            "information: the engine against the bare claim + complete cycle",
+            fmt=".2f",
+        )
+
+
 def _latency_rows(rows: Rows, results: dict[str, Any]) -> None:
     api = results.get("api") or []
     if api:
@@ -376,3 +510,7 @@ def render(rows: Sequence[Row], title: str, console: Console | None = None) -> N
     for row in rows:
         table.add_row(*row.cells())
     (console or Console(width=180)).print(table)
+
+
+def render_layouts(layouts: dict[str, Any], console: Console | None = None) -> None:
+    raise NotImplementedError
