@@ -22,6 +22,7 @@ import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,16 @@ def parse_output(text: str) -> tuple[float, int]:
 
 
 def _run_watching(
-    argv: list[str], cpu: PostgresCpu, before: CpuSnapshot, timeout: float
+    argv: list[str],
+    cpu: PostgresCpu,
+    before: CpuSnapshot,
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str, int, CpuSnapshot]:
     """Run pgbench, sampling the server's processes meanwhile so that its
     backends are known (and their CPU accounted for) after they exit."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
         seen = before
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
@@ -137,6 +142,62 @@ def _run_watching(
         out.seek(0)
         err.seek(0)
         return out.read(), err.read(), proc.returncode, seen
+
+
+@dataclass(frozen=True)
+class PgbenchRun:
+    cycles: int  # transactions (script runs) over all clients
+    failed: int
+    seconds: float  # pgbench's own busy time: cycles / tps
+    wall_seconds: float
+    pg_cpu_s: float  # the server's CPU meanwhile, the caller's connection left out
+
+
+def run_pgbench(
+    server: BenchServer,
+    cpu: PostgresCpu,
+    admin: psycopg.Connection[Any],
+    dbname: str,
+    script: Path,
+    *,
+    clients: int,
+    cycles: int,
+    defines: dict[str, str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> PgbenchRun:
+    """pgbench running `script` `cycles` times per client (`-M prepared`),
+    with the server's CPU measured meanwhile (`admin`'s backend left out)."""
+    argv = [
+        str(server.bin_dir / "pgbench"),
+        "-h", server.socket_dir,
+        "-U", "postgres",
+        "-n",  # no vacuum of pgbench's own tables: there are none
+        "-M", "prepared",
+        "-f", str(script),
+        "-c", str(clients),
+        "-j", str(min(clients, 2)),
+        "-t", str(cycles),
+    ]  # fmt: skip
+    for name, value in defines.items():
+        argv += ["-D", f"{name}={value}"]
+    argv.append(dbname)
+    me = backend_pid(admin)
+    before = cpu.snapshot()
+    started = time.monotonic()
+    stdout, stderr, code, seen = _run_watching(argv, cpu, before, timeout, env)
+    wall = time.monotonic() - started
+    after = cpu.snapshot_after_exits(before, seen)
+    if code != 0:
+        raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
+    tps, failed = parse_output(stdout)
+    return PgbenchRun(
+        cycles=clients * cycles,
+        failed=failed,
+        seconds=clients * cycles / tps,
+        wall_seconds=wall,
+        pg_cpu_s=PostgresCpu.seconds_between(before, after, exclude=[me]),
+    )
 
 
 def run_once(
@@ -166,53 +227,37 @@ def run_once(
         task_size=cfg.task_size,
     )
     settle(admin, ("orders", "order_tasks"))
-    script = script_for(variant, cfg.out_dir)
-    argv = [
-        str(server.bin_dir / "pgbench"),
-        "-h", server.socket_dir,
-        "-U", "postgres",
-        "-n",  # no vacuum of pgbench's own tables: there are none
-        "-M", "prepared",
-        "-f", str(script),
-        "-c", str(clients),
-        "-j", str(min(clients, 2)),
-        "-t", str(cycles),
-        "-D", f"limit={batch}",
-    ]  # fmt: skip
-    for name, value in PGBENCH_VARS.items():
-        argv += ["-D", f"{name}={value}"]
-    argv.append(dbname)
-    me = backend_pid(admin)
-    before = cpu.snapshot()
-    started = time.monotonic()
-    stdout, stderr, code, seen = _run_watching(argv, cpu, before, cfg.run_timeout)
-    wall = time.monotonic() - started
-    after = cpu.snapshot_after_exits(before, seen)
-    if code != 0:
-        raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
-    tps, failed = parse_output(stdout)
+    run = run_pgbench(
+        server,
+        cpu,
+        admin,
+        dbname,
+        script_for(variant, cfg.out_dir),
+        clients=clients,
+        cycles=cycles,
+        defines={"limit": str(batch), **PGBENCH_VARS},
+        timeout=cfg.run_timeout,
+    )
     row = admin.execute(
         "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FROM order_tasks"
     ).fetchone()
     assert row is not None
     completed = int(row[0])
-    seconds = clients * cycles / tps
-    if failed or completed != needed:
+    if run.failed or completed != needed:
         raise RuntimeError(
-            f"pgbench {variant} c={clients}: {failed} failed cycles, {completed} tasks completed "
-            f"of {needed} expected (of {load.tasks} queued)"
+            f"pgbench {variant} c={clients}: {run.failed} failed cycles, {completed} tasks "
+            f"completed of {needed} expected (of {load.tasks} queued)"
         )
-    pg_cpu = PostgresCpu.seconds_between(before, after, exclude=[me])
     return {
         "variant": variant,
         "queue": queue,
         "clients": clients,
         "batch": batch,
-        "cycles": clients * cycles,
+        "cycles": run.cycles,
         "tasks": completed,
-        "seconds": seconds,
-        "wall_seconds": wall,
-        "tasks_per_s": completed / seconds,
-        "pg_cpu_s_per_1k": pg_cpu / completed * 1000,
-        "pg_cores": pg_cpu / wall,
+        "seconds": run.seconds,
+        "wall_seconds": run.wall_seconds,
+        "tasks_per_s": completed / run.seconds,
+        "pg_cpu_s_per_1k": run.pg_cpu_s / completed * 1000,
+        "pg_cores": run.pg_cpu_s / run.wall_seconds,
     }

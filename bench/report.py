@@ -512,5 +512,116 @@ def render(rows: Sequence[Row], title: str, console: Console | None = None) -> N
     (console or Console(width=180)).print(table)
 
 
+def _mb(n: int | None) -> str:
+    return "" if n is None else f"{n / 2**20:,.1f}"
+
+
+def layout_rows(layouts: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (history, batch, layout): medians over the rounds, and the
+    layout's rate against the plain layout's in the same round."""
+    runs: list[dict[str, Any]] = layouts.get("runs", [])
+    rows = []
+    for history in sorted({r["history"] for r in runs}):
+        for batch in layouts["batches"]:
+            for name in layouts["layouts"]:
+                cell = _pick(runs, history=history, batch=batch, layout=name)
+                if not cell:
+                    continue
+                ratios = []
+                for run in cell:
+                    plain = _pick(
+                        runs, history=history, batch=batch, layout="plain", round=run["round"]
+                    )
+                    if plain:
+                        ratios.append(run["tasks_per_s"] / plain[0]["tasks_per_s"])
+                rows.append(
+                    {
+                        "history": history,
+                        "batch": batch,
+                        "layout": name,
+                        "tasks_per_s": Summary.of([r["tasks_per_s"] for r in cell]),
+                        "pg_cpu_ms": Summary.of([r["pg_cpu_ms_per_task"] for r in cell]),
+                        "vs_plain": Summary.of(ratios) if ratios else None,
+                    }
+                )
+    return rows
+
+
 def render_layouts(layouts: dict[str, Any], console: Console | None = None) -> None:
-    raise NotImplementedError
+    """The storage-layout probes: a table of cells, then the sizes of each
+    layout's open structure after its last run."""
+    out = console or Console(width=180)
+    check = layouts.get("transition_tables", {})
+    rounds = len({r["round"] for r in layouts.get("runs", [])})
+    table = Table(
+        title=(
+            f"storage layouts: pgbench, {layouts['clients']} clients, claim (SKIP LOCKED) + "
+            f"complete + add units to the order, {layouts['tasks_per_run']:,} tasks per run; "
+            f"median of {rounds} interleaved rounds"
+        ),
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for name, justify in (
+        ("finished tasks present", "right"),
+        ("per statement", "right"),
+        ("layout", "left"),
+        ("tasks/s", "right"),
+        ("min", "right"),
+        ("max", "right"),
+        ("x plain (same round)", "right"),
+        ("PG CPU ms/task", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in layout_rows(layouts):
+        rate, ratio = row["tasks_per_s"], row["vs_plain"]
+        table.add_row(
+            f"{row['history']:,}",
+            str(row["batch"]),
+            f"{row['layout']}: {layouts['layouts'][row['layout']]}",
+            f"{rate.median:,.0f}",
+            f"{rate.min:,.0f}",
+            f"{rate.max:,.0f}",
+            "" if ratio is None else f"{ratio.median:.2f}",
+            f"{row['pg_cpu_ms'].median:.3f}",
+        )
+    out.print(table)
+    sizes = Table(
+        title="open structure after each layout's last run (MB), and finished rows kept elsewhere",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for name in (
+        "finished tasks present",
+        "layout",
+        "heap",
+        "indexes",
+        "rows",
+        "dead rows (stats)",
+        "finished elsewhere",
+    ):
+        sizes.add_column(name, justify="left" if name == "layout" else "right")
+    runs = layouts.get("runs", [])
+    for history in sorted({r["history"] for r in runs}):
+        for name in layouts["layouts"]:
+            cell = _pick(runs, history=history, layout=name)
+            if not cell:
+                continue
+            last = cell[-1]["sizes"]
+            sizes.add_row(
+                f"{history:,}",
+                name,
+                _mb(last["open_table_bytes"]),
+                _mb(last["open_indexes_bytes"]),
+                f"{last['open_live_rows']:,}" if last["open_live_rows"] is not None else "",
+                f"{last['open_dead_rows']:,}" if last["open_dead_rows"] is not None else "",
+                _mb(last["finished_elsewhere_bytes"]) if name != "plain" else "(same table)",
+            )
+    out.print(sizes)
+    if check:
+        out.print(
+            f"transition tables, PostgreSQL {check['server_version']}: an UPDATE moving "
+            f"{check['moved_rows']} rows from the open to the finished partition showed "
+            f"{check['old_table_rows']} in OLD TABLE and {check['new_table_rows']} in NEW TABLE; "
+            f"the accounting trigger added {check['units_added_to_order']:,} units"
+        )
