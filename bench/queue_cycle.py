@@ -107,6 +107,9 @@ def script_for(variant: str, out_dir: Path) -> Path:
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+_RETRIED = re.compile(r"^number of transactions retried: (\d+)", re.MULTILINE)
+# With --verbose-errors pgbench prints each failed or retried command's error.
+_ERROR = re.compile(r"(ERROR: .*)$", re.MULTILINE)
 
 
 def parse_output(text: str) -> tuple[float, int]:
@@ -148,6 +151,8 @@ def _run_watching(
 class PgbenchRun:
     cycles: int  # transactions (script runs) over all clients
     failed: int
+    retried: int  # cycles run again after a serialization failure or deadlock
+    errors: tuple[str, ...]  # the distinct errors behind failures and retries
     seconds: float  # pgbench's own busy time: cycles / tps
     wall_seconds: float
     pg_cpu_s: float  # the server's CPU meanwhile, the caller's connection left out
@@ -165,9 +170,13 @@ def run_pgbench(
     defines: dict[str, str],
     timeout: float,
     env: dict[str, str] | None = None,
+    max_tries: int = 1,
 ) -> PgbenchRun:
     """pgbench running `script` `cycles` times per client (`-M prepared`),
-    with the server's CPU measured meanwhile (`admin`'s backend left out)."""
+    with the server's CPU measured meanwhile (`admin`'s backend left out).
+    With `max_tries` > 1 a cycle that hits a serialization failure or a
+    deadlock runs again from its start (pgbench's own retry), up to that
+    many times; the retries are counted."""
     argv = [
         str(server.bin_dir / "pgbench"),
         "-h", server.socket_dir,
@@ -178,6 +187,8 @@ def run_pgbench(
         "-c", str(clients),
         "-j", str(min(clients, 2)),
         "-t", str(cycles),
+        "--max-tries", str(max_tries),
+        "--verbose-errors",
     ]  # fmt: skip
     for name, value in defines.items():
         argv += ["-D", f"{name}={value}"]
@@ -191,9 +202,12 @@ def run_pgbench(
     if code != 0:
         raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
     tps, failed = parse_output(stdout)
+    retried = _RETRIED.search(stdout)
     return PgbenchRun(
         cycles=clients * cycles,
         failed=failed,
+        retried=int(retried.group(1)) if retried else 0,
+        errors=tuple(sorted(set(_ERROR.findall(stderr))))[:5],
         seconds=clients * cycles / tps,
         wall_seconds=wall,
         pg_cpu_s=PostgresCpu.seconds_between(before, after, exclude=[me]),
@@ -246,7 +260,7 @@ def run_once(
     if run.failed or completed != needed:
         raise RuntimeError(
             f"pgbench {variant} c={clients}: {run.failed} failed cycles, {completed} tasks "
-            f"completed of {needed} expected (of {load.tasks} queued)"
+            f"completed of {needed} expected (of {load.tasks} queued); {run.errors}"
         )
     return {
         "variant": variant,

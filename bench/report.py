@@ -542,6 +542,8 @@ def layout_rows(layouts: dict[str, Any]) -> list[dict[str, Any]]:
                         "tasks_per_s": Summary.of([r["tasks_per_s"] for r in cell]),
                         "pg_cpu_ms": Summary.of([r["pg_cpu_ms_per_task"] for r in cell]),
                         "vs_plain": Summary.of(ratios) if ratios else None,
+                        "retried": sum(r.get("retried_cycles", 0) for r in cell),
+                        "cycles": sum(r["tasks"] // r["batch"] for r in cell),
                     }
                 )
     return rows
@@ -571,6 +573,7 @@ def render_layouts(layouts: dict[str, Any], console: Console | None = None) -> N
         ("max", "right"),
         ("x plain (same round)", "right"),
         ("PG CPU ms/task", "right"),
+        ("cycles retried", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in layout_rows(layouts):
@@ -584,8 +587,12 @@ def render_layouts(layouts: dict[str, Any], console: Console | None = None) -> N
             f"{rate.max:,.0f}",
             "" if ratio is None else f"{ratio.median:.2f}",
             f"{row['pg_cpu_ms'].median:.3f}",
+            f"{row['retried']:,} of {row['cycles']:,}",
         )
     out.print(table)
+    errors = sorted({e for r in layouts.get("runs", []) for e in r.get("retry_errors", [])})
+    if errors:
+        out.print("why cycles were retried: " + "; ".join(errors))
     sizes = Table(
         title="open structure after each layout's last run (MB), and finished rows kept elsewhere",
         box=box.SIMPLE_HEAVY,
