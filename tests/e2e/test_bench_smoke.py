@@ -310,8 +310,10 @@ def test_layout_rows_compare_each_layout_with_plain_in_the_same_round() -> None:
             "history": 0,
             "batch": 10,
             "round": rnd,
+            "tasks": 1000,
             "tasks_per_s": rate,
             "pg_cpu_ms_per_task": 0.1,
+            "retried_cycles": 2 if layout == "history" else 0,
         }
 
     rows = report.layout_rows(
@@ -331,6 +333,7 @@ def test_layout_rows_compare_each_layout_with_plain_in_the_same_round() -> None:
     history = next(r for r in rows if r["layout"] == "history")
     assert history["tasks_per_s"].median == 200
     assert (history["vs_plain"].min, history["vs_plain"].median) == (0.5, 1.5)
+    assert (history["retried"], history["cycles"]) == (6, 300)
 
 
 def test_profile_summary_separates_waiting_from_python(tmp_path: Path) -> None:
