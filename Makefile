@@ -62,8 +62,20 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@rm -f $(VENV)/.bench-installed-* && touch $@
 
+# The Node peers (graphile-worker, pg-boss, and a Node 22 binary), pinned by
+# bench/peers/package-lock.json; installed again whenever the lock file changes.
+PEERS       := bench/peers
+PEERS_STAMP := $(PEERS)/node_modules/.installed-$(shell cat $(PEERS)/package-lock.json | sha1sum | cut -c1-12)
+
+$(PEERS_STAMP): $(PEERS)/package.json $(PEERS)/package-lock.json
+	npm ci --prefix $(PEERS) --no-audit --no-fund --loglevel=error
+	@rm -f $(PEERS)/node_modules/.installed-* && touch $@
+
+.PHONY: bench-peers
+bench-peers: $(PEERS_STAMP) ## install the Node peers of `make bench` from npm (pinned) into bench/peers
+
 .PHONY: bench
-bench: $(BENCH_STAMP) ## benchmarks: pgbench limit, Procrastinate, engine, API; one table + bench/results.json
+bench: $(BENCH_STAMP) $(PEERS_STAMP) ## benchmarks: pgbench, Procrastinate, graphile-worker, pg-boss, engine, API; one table + bench/results.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: clean

@@ -11,7 +11,22 @@ import argparse
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-SECTIONS = ("pgbench", "peer", "engine", "pickup", "api", "open_txn", "scale", "profile")
+SECTIONS = (
+    "pgbench",
+    "peer",
+    "graphile",
+    "pgboss",
+    "engine",
+    "pickup",
+    "api",
+    "open_txn",
+    "scale",
+    "profile",
+    "layouts",
+)
+# The storage-layout probes load millions of rows: only on request
+# (`--layouts`, or `--only layouts`).
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "layouts")
 
 
 def _csv_ints(text: str) -> tuple[int, ...]:
@@ -52,14 +67,26 @@ class BenchConfig:
     pgbench_large: bool = True  # also the engine's large size, product SQL, best client count
     pgbench_clients: tuple[int, ...] = (1, 2, 4)
     pgbench_variants: tuple[str, ...] = ("product", "minimal")
+    # The raw SQL cycle of the same-run comparison: the minimal script on a
+    # queue of the engine's large size, at each of these claims per statement.
+    compare_batches: tuple[int, ...] = (10, 100)
+    compare_clients: int = 4
 
     peer_jobs: int = 0  # 0: as many as the engine's small run has tasks
     peer_processes: int = 4
     peer_concurrency: int = 10
     peer_delete_jobs: str = "never"
 
+    # The Node peers (bench/peers): as many jobs as the engine's large run.
+    node_jobs: int = 0
+    node_concurrency: int = 10
+    graphile_local_queue: int = 500
+    graphile_refetch_ms: int = 10
+    pgboss_batch: int = 100
+    pgboss_poll_seconds: float = 0.5
+
     engine_orders: int = 100
-    engine_large_tasks: int = 20_000
+    engine_large_tasks: int = 19_000
     engine_processes: tuple[int, ...] = (1, 2)
     engine_env: tuple[tuple[str, str], ...] = ()
 
@@ -78,7 +105,13 @@ class BenchConfig:
     profile_tasks: int = 6_000
     profile_rate: int = 100
 
-    only: tuple[str, ...] = SECTIONS
+    layout_batches: tuple[int, ...] = (10, 100, 500)
+    layout_clients: int = 4
+    layout_tasks: int = 60_000  # tasks each pgbench run completes
+    layout_history: int = 5_000_000  # finished tasks already present ("with history")
+    layout_rounds: int = 3
+
+    only: tuple[str, ...] = DEFAULT_SECTIONS
     out: Path = Path("bench/results.json")
     out_dir: Path = Path("bench/out")
     profile_svg: Path = Path("bench/profile.svg")
@@ -105,6 +138,19 @@ class BenchConfig:
     def peer_job_count(self) -> int:
         return self.peer_jobs or self.small_tasks
 
+    @property
+    def large_tasks(self) -> int:
+        """Tasks in the engine's large run: whole orders, at least
+        `engine_large_tasks` (19,000 = 500 orders of 38 tasks)."""
+        from goodfellaz17.domain.plan import task_count
+
+        per_order = task_count(self.quantity, self.task_size)
+        return -(-self.engine_large_tasks // per_order) * per_order
+
+    @property
+    def node_job_count(self) -> int:
+        return self.node_jobs or self.large_tasks
+
 
 QUICK = {
     "rounds": 3,
@@ -123,6 +169,8 @@ QUICK = {
     "scale_tasks": 4_000,
     "scale_repeats": 3,
     "profile_tasks": 400,
+    "layout_tasks": 2_000,
+    "layout_history": 20_000,
 }
 
 
@@ -180,6 +228,24 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--scale-tasks", type=int, default=d.scale_tasks)
     add("--scale-repeats", type=int, default=d.scale_repeats)
     add("--profile-tasks", type=int, default=d.profile_tasks)
+    add("--compare-batches", type=_csv_ints, default=d.compare_batches)
+    add("--compare-clients", type=int, default=d.compare_clients)
+    add("--node-jobs", type=int, default=d.node_jobs, help="0: same as the engine's large run")
+    add("--node-concurrency", type=int, default=d.node_concurrency)
+    add("--graphile-local-queue", type=int, default=d.graphile_local_queue)
+    add("--graphile-refetch-ms", type=int, default=d.graphile_refetch_ms)
+    add("--pgboss-batch", type=int, default=d.pgboss_batch)
+    add("--pgboss-poll-seconds", type=float, default=d.pgboss_poll_seconds)
+    add(
+        "--layouts",
+        action="store_true",
+        help="also run the storage-layout probes (loads millions of rows; ~15 min)",
+    )
+    add("--layout-batches", type=_csv_ints, default=d.layout_batches)
+    add("--layout-clients", type=int, default=d.layout_clients)
+    add("--layout-tasks", type=int, default=d.layout_tasks)
+    add("--layout-history", type=int, default=d.layout_history)
+    add("--layout-rounds", type=int, default=d.layout_rounds)
     add("--only", type=_csv_names(SECTIONS), default=d.only, help=",".join(SECTIONS))
     add("--skip", type=_csv_names(SECTIONS), default=(), help="sections to leave out")
     add("--out", type=Path, default=d.out)
@@ -190,7 +256,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
 
     values = {f.name: getattr(a, f.name) for f in fields(BenchConfig) if hasattr(a, f.name)}
     values["engine_env"] = tuple(a.engine_env)
-    values["only"] = tuple(s for s in a.only if s not in a.skip)
+    only = a.only + (("layouts",) if a.layouts and "layouts" not in a.only else ())
+    values["only"] = tuple(s for s in only if s not in a.skip)
     cfg = BenchConfig(**values)
     if a.quick:
         cfg = replace(cfg, **QUICK)  # type: ignore[arg-type]

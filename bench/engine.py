@@ -7,6 +7,9 @@ orders and their tasks in one transaction; poll `sum(orders.delivered)`
 until every unit is delivered. The window runs on the database's clock from
 just before the insert's commit to the poll that saw the last unit, so it
 includes the NOTIFY wake-up and is at most one poll interval (10 ms) long.
+The same run also gives the busy window (bench/window.py: from the first
+completion to the last), the figure the same-run comparison with the other
+queues uses.
 
 Measured alongside: CPU seconds of the worker processes and of PostgreSQL
 (all server processes except the benchmark's own connection), and each
@@ -39,10 +42,9 @@ from bench.pg import (
     process_cpu_seconds,
     reset_product,
 )
-from bench.procs import VENV_BIN, Child, engine_env, start_workers, stop, wait_workers_ready
+from bench.procs import VENV_BIN, engine_env, start_workers, stop, wait_workers_ready
+from bench.window import DrainProbe, watch_drain
 from goodfellaz17.domain.plan import plan_task_sizes
-
-POLL_SECONDS = 0.01
 
 
 class RunFailed(RuntimeError):
@@ -71,24 +73,12 @@ def insert_orders(
     return load, row[0]
 
 
-def wait_delivered(
-    admin: psycopg.Connection[Any], units: int, timeout: float, workers: list[Child]
-) -> Any:
-    """Poll until every unit queued is delivered; return the database clock
-    of the poll that saw it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = admin.execute(
-            "SELECT COALESCE(sum(delivered), 0), clock_timestamp() FROM orders"
-        ).fetchone()
-        assert row is not None
-        if int(row[0]) >= units:
-            return row[1]
-        if time.monotonic() > deadline:
-            raise RunFailed(f"only {row[0]} of {units} units delivered after {timeout:.0f}s")
-        for w in workers:
-            w.check_alive()
-        time.sleep(POLL_SECONDS)
+# The engine's progress: units delivered, kept per order by the accounting
+# triggers in the same transaction as each completion (a few hundred rows).
+DELIVERED = DrainProbe(
+    finished="SELECT COALESCE(sum(delivered), 0), clock_timestamp() FROM orders",
+    any_left="SELECT COALESCE(sum(delivered), 0) < %(total)s, clock_timestamp() FROM orders",
+)
 
 
 def verify_run(admin: psycopg.Connection[Any], load: Load) -> dict[str, Any]:
@@ -182,14 +172,23 @@ def run_engine(
             cpu_w0 = process_cpu_seconds(w.pid for w in workers)
             pg0 = cpu.snapshot()
             load, t0 = insert_orders(admin, orders, cfg, prefix=f"{tag}-")
-            t1 = wait_delivered(admin, load.units, cfg.run_timeout, workers)
+            busy = watch_drain(
+                admin,
+                DELIVERED,
+                total=load.units,
+                items=load.tasks,
+                cpu=cpu,
+                worker_pids=[w.pid for w in workers],
+                children=workers,
+                timeout=cfg.run_timeout,
+            )
             pg1 = cpu.snapshot()
             cpu_w1 = process_cpu_seconds(w.pid for w in workers)
         rss = [peak_rss_bytes(w.pid) for w in workers]
     finally:
         stop(workers)
     checks = verify_run(admin, load)
-    seconds = (t1 - t0).total_seconds()
+    seconds = (busy.closed_at - t0).total_seconds()
     worker_cpu = cpu_w1 - cpu_w0
     pg_cpu = PostgresCpu.seconds_between(pg0, pg1, exclude=[me])
     return {
@@ -206,6 +205,7 @@ def run_engine(
         "worker_cores": worker_cpu / seconds,
         "pg_cores": pg_cpu / seconds,
         "worker_peak_rss_mb": max(rss) / 2**20 if rss else 0.0,
+        **busy.as_dict(),
         **checks,
     }
 

@@ -5,14 +5,14 @@ Its workers start on an empty queue and are ready once their LISTEN
 connection is up; the jobs are then deferred in one transaction through
 Procrastinate's own `procrastinate_defer_jobs_v1` (what `batch_defer`
 calls), and `procrastinate_jobs` is polled until every job has succeeded.
-Window, CPU and RSS as for the engine.
+Window (from the commit, and the busy window), CPU and RSS as for the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import sys
-import time
 from typing import Any
 
 import psycopg
@@ -29,8 +29,7 @@ from bench.pg import (
 )
 from bench.procrastinate_worker import QUEUE, TASK_NAME, build_app
 from bench.procs import Child, clean_env, start, stop, wait_until
-
-POLL_SECONDS = 0.01
+from bench.window import DrainProbe, watch_drain
 
 _DEFER = """
 SELECT cardinality(procrastinate_defer_jobs_v1(ARRAY(
@@ -107,14 +106,25 @@ def run_peer(
             stamp = admin.execute("SELECT clock_timestamp()").fetchone()
         assert stamp is not None
         t0 = stamp[0]
-        t1 = _wait_succeeded(admin, jobs, cfg.run_timeout, workers)
+        busy = watch_drain(
+            admin,
+            drain_probe(cfg.peer_delete_jobs),
+            total=jobs,
+            items=jobs,
+            cpu=cpu,
+            worker_pids=[w.pid for w in workers],
+            children=workers,
+            timeout=cfg.run_timeout,
+        )
         pg1 = cpu.snapshot()
         cpu_w1 = process_cpu_seconds(w.pid for w in workers)
         rss = [peak_rss_bytes(w.pid) for w in workers]
     finally:
         stop(workers)
-    seconds = (t1 - t0).total_seconds()
+    _check_succeeded(admin, jobs)
+    seconds = (busy.closed_at - t0).total_seconds()
     return {
+        "version": importlib.metadata.version("procrastinate"),
         "processes": cfg.peer_processes,
         "concurrency": cfg.peer_concurrency,
         "delete_jobs": cfg.peer_delete_jobs,
@@ -124,32 +134,34 @@ def run_peer(
         "worker_cpu_s_per_1k": (cpu_w1 - cpu_w0) / jobs * 1000,
         "pg_cpu_s_per_1k": PostgresCpu.seconds_between(pg0, pg1, exclude=[me]) / jobs * 1000,
         "worker_peak_rss_mb": max(rss) / 2**20 if rss else 0.0,
+        **busy.as_dict(),
     }
 
 
-def _wait_succeeded(
-    admin: psycopg.Connection[Any], jobs: int, timeout: float, workers: list[Child]
-) -> Any:
-    """Poll (cheaply, through the index of open jobs) until no job is left to
-    do; then check that every job succeeded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = admin.execute(
-            "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing')), "
-            "clock_timestamp()"
-        ).fetchone()
-        assert row is not None
-        if not row[0]:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Procrastinate jobs still open after {timeout:.0f}s")
-        for w in workers:
-            w.check_alive()
-        time.sleep(POLL_SECONDS)
+_ANY_LEFT = (
+    "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing')), "
+    "clock_timestamp()"
+)
+
+
+def drain_probe(delete_jobs: str) -> DrainProbe:
+    """Finished jobs keep their row and status by default (delete_jobs=never);
+    otherwise they are counted by the rows gone. Jobs still to do are found
+    through Procrastinate's partial index of open jobs."""
+    if delete_jobs == "never":
+        finished = (
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'), clock_timestamp() "
+            "FROM procrastinate_jobs"
+        )
+    else:
+        finished = "SELECT %(total)s - count(*), clock_timestamp() FROM procrastinate_jobs"
+    return DrainProbe(finished=finished, any_left=_ANY_LEFT)
+
+
+def _check_succeeded(admin: psycopg.Connection[Any], jobs: int) -> None:
     left = admin.execute(
         "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'"
     ).fetchone()
     assert left is not None
     if int(left[0]):
         raise RuntimeError(f"{left[0]} of {jobs} Procrastinate jobs did not succeed")
-    return row[1]

@@ -22,6 +22,7 @@ import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ def script_for(variant: str, out_dir: Path) -> Path:
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+_RETRIED = re.compile(r"^number of transactions retried: (\d+)", re.MULTILINE)
+# With --verbose-errors pgbench prints each failed or retried command's error.
+_ERROR = re.compile(r"(ERROR: .*)$", re.MULTILINE)
 
 
 def parse_output(text: str) -> tuple[float, int]:
@@ -117,12 +121,16 @@ def parse_output(text: str) -> tuple[float, int]:
 
 
 def _run_watching(
-    argv: list[str], cpu: PostgresCpu, before: CpuSnapshot, timeout: float
+    argv: list[str],
+    cpu: PostgresCpu,
+    before: CpuSnapshot,
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str, int, CpuSnapshot]:
     """Run pgbench, sampling the server's processes meanwhile so that its
     backends are known (and their CPU accounted for) after they exit."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
         seen = before
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
@@ -139,6 +147,73 @@ def _run_watching(
         return out.read(), err.read(), proc.returncode, seen
 
 
+@dataclass(frozen=True)
+class PgbenchRun:
+    cycles: int  # transactions (script runs) over all clients
+    failed: int
+    retried: int  # cycles run again after a serialization failure or deadlock
+    errors: tuple[str, ...]  # the distinct errors behind failures and retries
+    seconds: float  # pgbench's own busy time: cycles / tps
+    wall_seconds: float
+    pg_cpu_s: float  # the server's CPU meanwhile, the caller's connection left out
+
+
+def run_pgbench(
+    server: BenchServer,
+    cpu: PostgresCpu,
+    admin: psycopg.Connection[Any],
+    dbname: str,
+    script: Path,
+    *,
+    clients: int,
+    cycles: int,
+    defines: dict[str, str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    max_tries: int = 1,
+) -> PgbenchRun:
+    """pgbench running `script` `cycles` times per client (`-M prepared`),
+    with the server's CPU measured meanwhile (`admin`'s backend left out).
+    With `max_tries` > 1 a cycle that hits a serialization failure or a
+    deadlock runs again from its start (pgbench's own retry), up to that
+    many times; the retries are counted."""
+    argv = [
+        str(server.bin_dir / "pgbench"),
+        "-h", server.socket_dir,
+        "-U", "postgres",
+        "-n",  # no vacuum of pgbench's own tables: there are none
+        "-M", "prepared",
+        "-f", str(script),
+        "-c", str(clients),
+        "-j", str(min(clients, 2)),
+        "-t", str(cycles),
+        "--max-tries", str(max_tries),
+        "--verbose-errors",
+    ]  # fmt: skip
+    for name, value in defines.items():
+        argv += ["-D", f"{name}={value}"]
+    argv.append(dbname)
+    me = backend_pid(admin)
+    before = cpu.snapshot()
+    started = time.monotonic()
+    stdout, stderr, code, seen = _run_watching(argv, cpu, before, timeout, env)
+    wall = time.monotonic() - started
+    after = cpu.snapshot_after_exits(before, seen)
+    if code != 0:
+        raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
+    tps, failed = parse_output(stdout)
+    retried = _RETRIED.search(stdout)
+    return PgbenchRun(
+        cycles=clients * cycles,
+        failed=failed,
+        retried=int(retried.group(1)) if retried else 0,
+        errors=tuple(sorted(set(_ERROR.findall(stderr))))[:5],
+        seconds=clients * cycles / tps,
+        wall_seconds=wall,
+        pg_cpu_s=PostgresCpu.seconds_between(before, after, exclude=[me]),
+    )
+
+
 def run_once(
     cfg: BenchConfig,
     server: BenchServer,
@@ -150,11 +225,14 @@ def run_once(
     *,
     tasks: int | None = None,
     queue: str = "small",
+    batch: int | None = None,
 ) -> dict[str, Any]:
     """One pgbench run on a queue of about `tasks` tasks (default: the
-    configured size); `queue` labels the size in the results."""
-    cycles = max(1, (tasks or cfg.pgbench_task_count) // (cfg.batch * clients))
-    needed = cycles * clients * cfg.batch
+    configured size) claiming `batch` per statement (default: the configured
+    batch); `queue` labels the size in the results."""
+    batch = batch or cfg.batch
+    cycles = max(1, (tasks or cfg.pgbench_task_count) // (batch * clients))
+    needed = cycles * clients * batch
     reset_product(admin)
     load: Load = load_queued_orders(
         admin,
@@ -163,53 +241,37 @@ def run_once(
         task_size=cfg.task_size,
     )
     settle(admin, ("orders", "order_tasks"))
-    script = script_for(variant, cfg.out_dir)
-    argv = [
-        str(server.bin_dir / "pgbench"),
-        "-h", server.socket_dir,
-        "-U", "postgres",
-        "-n",  # no vacuum of pgbench's own tables: there are none
-        "-M", "prepared",
-        "-f", str(script),
-        "-c", str(clients),
-        "-j", str(min(clients, 2)),
-        "-t", str(cycles),
-        "-D", f"limit={cfg.batch}",
-    ]  # fmt: skip
-    for name, value in PGBENCH_VARS.items():
-        argv += ["-D", f"{name}={value}"]
-    argv.append(dbname)
-    me = backend_pid(admin)
-    before = cpu.snapshot()
-    started = time.monotonic()
-    stdout, stderr, code, seen = _run_watching(argv, cpu, before, cfg.run_timeout)
-    wall = time.monotonic() - started
-    after = cpu.snapshot_after_exits(before, seen)
-    if code != 0:
-        raise RuntimeError(f"pgbench failed ({code}):\n{stderr[-2000:]}")
-    tps, failed = parse_output(stdout)
+    run = run_pgbench(
+        server,
+        cpu,
+        admin,
+        dbname,
+        script_for(variant, cfg.out_dir),
+        clients=clients,
+        cycles=cycles,
+        defines={"limit": str(batch), **PGBENCH_VARS},
+        timeout=cfg.run_timeout,
+    )
     row = admin.execute(
         "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FROM order_tasks"
     ).fetchone()
     assert row is not None
     completed = int(row[0])
-    seconds = clients * cycles / tps
-    if failed or completed != needed:
+    if run.failed or completed != needed:
         raise RuntimeError(
-            f"pgbench {variant} c={clients}: {failed} failed cycles, {completed} tasks completed "
-            f"of {needed} expected (of {load.tasks} queued)"
+            f"pgbench {variant} c={clients}: {run.failed} failed cycles, {completed} tasks "
+            f"completed of {needed} expected (of {load.tasks} queued); {run.errors}"
         )
-    pg_cpu = PostgresCpu.seconds_between(before, after, exclude=[me])
     return {
         "variant": variant,
         "queue": queue,
         "clients": clients,
-        "batch": cfg.batch,
-        "cycles": clients * cycles,
+        "batch": batch,
+        "cycles": run.cycles,
         "tasks": completed,
-        "seconds": seconds,
-        "wall_seconds": wall,
-        "tasks_per_s": completed / seconds,
-        "pg_cpu_s_per_1k": pg_cpu / completed * 1000,
-        "pg_cores": pg_cpu / wall,
+        "seconds": run.seconds,
+        "wall_seconds": run.wall_seconds,
+        "tasks_per_s": completed / run.seconds,
+        "pg_cpu_s_per_1k": run.pg_cpu_s / completed * 1000,
+        "pg_cores": run.pg_cpu_s / run.wall_seconds,
     }

@@ -29,6 +29,7 @@ class Row:
     target: str = ""
     passed: bool | None = None
     fmt: str = ",.0f"
+    heading: bool = False
 
     def cells(self) -> list[str]:
         def f(v: float) -> str:
@@ -36,6 +37,8 @@ class Row:
 
         s = self.summary
         ok = "" if self.passed is None else ("PASS" if self.passed else "FAIL")
+        if self.heading:
+            return [self.figure, "", "", "", "", self.detail, "", ""]
         if s is None:
             return [self.figure, "n/a", "", "", self.unit, self.detail, self.target, ok]
         return [
@@ -102,9 +105,13 @@ class Rows(list[Row]):
         passed = check(s) if check is not None and s is not None else None
         self.append(Row(figure, s, unit, detail, target, passed, fmt))
 
+    def heading(self, figure: str, detail: str = "") -> None:
+        self.append(Row(figure, None, "", detail, heading=True))
+
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     rows = Rows()
+    _comparison_rows(rows, results)
     _throughput_rows(rows, results)
     _latency_rows(rows, results)
     _scale_rows(rows, results)
@@ -246,6 +253,133 @@ def _throughput_rows(rows: Rows, results: dict[str, Any]) -> None:
         )
 
 
+# The issue-13 targets for the engine in the same-run comparison.
+ENGINE_PG_CPU_MS = 0.1
+ENGINE_WORKER_CPU_MS = 0.15
+
+
+def _busy_rows(
+    rows: Rows,
+    figure: str,
+    runs: Sequence[dict[str, Any]],
+    detail: str,
+    targets: tuple[float, float] | None = None,
+) -> None:
+    """A contestant's busy rate, then its worker and PostgreSQL CPU per item
+    (with the engine's targets when given)."""
+    rows.add(figure, [r.get("busy_items_per_s") for r in runs], "items/s", detail)
+    worker_target, pg_target = targets or (None, None)
+    for label, key, target in (
+        ("  worker CPU", "busy_worker_cpu_ms", worker_target),
+        ("  PostgreSQL CPU", "busy_pg_cpu_ms", pg_target),
+    ):
+        values = [r.get(key) for r in runs]
+        if all(v is None for v in values):
+            continue
+        cores = [r.get(key.replace("_cpu_ms", "_cores")) for r in runs]
+        clean = [c for c in cores if c is not None]
+        busy = f"{statistics.median(clean):.2f} cores busy" if clean else ""
+        rows.add(
+            label,
+            values,
+            "ms/item",
+            busy,
+            f"<= {target:g} ms" if target is not None else "",
+            (lambda s, t=target: s.median <= t) if target is not None else None,
+            fmt=".3f",
+        )
+
+
+def _comparison_rows(rows: Rows, results: dict[str, Any]) -> None:
+    """Issue 13's same-run table: every queue draining the same number of
+    no-op items on the same server in the same rounds, busy rate after the
+    first completion, CPU per item; then the engine's ratios, round by round."""
+    cfg = results["config"]
+    rounds: list[dict[str, Any]] = results.get("rounds", [])
+    large = cfg.get("large_tasks")
+    eng = [r for rd in rounds for r in rd.get("engine", []) if r["tasks"] == large]
+    peers = {
+        name: [rd[name] for rd in rounds if name in rd] for name in ("graphile", "pgboss", "peer")
+    }
+    raw = [r for rd in rounds for r in rd.get("pgbench", []) if r.get("queue") == "compare"]
+    if not (eng or raw or peers["graphile"] or peers["pgboss"]):
+        return
+    rows.heading(
+        f"same-run comparison, {large:,} no-op items each",
+        "busy rate: from the first completion to the last, database clock",
+    )
+    for name in ("graphile", "pgboss"):
+        runs = peers[name]
+        if runs:
+            first = runs[0]
+            _busy_rows(rows, f"{first['label']} {first['version']}", runs, first["settings"])
+    for batch in cfg.get("compare_batches", []):
+        runs = _pick(raw, batch=batch)
+        if not runs:
+            continue
+        rows.add(
+            f"raw SQL cycle, {batch} per statement",
+            [r["tasks_per_s"] for r in runs],
+            "items/s",
+            f"pgbench minimal script, {runs[0]['clients']} clients, {runs[0]['tasks']:,} tasks",
+        )
+        rows.add("  PostgreSQL CPU", [r["pg_cpu_s_per_1k"] for r in runs], "ms/item", fmt=".3f")
+    for procs in cfg["engine_processes"]:
+        runs = _pick(eng, processes=procs)
+        if runs:
+            _busy_rows(
+                rows,
+                f"goodfellaz17, {procs} worker process{'es' if procs > 1 else ''}",
+                runs,
+                f"instant simulated backend, batch {cfg['batch']}",
+                (ENGINE_WORKER_CPU_MS, ENGINE_PG_CPU_MS),
+            )
+    if peers["peer"]:
+        p = peers["peer"][0]
+        _busy_rows(
+            rows,
+            f"Procrastinate {p.get('version', '')}".strip(),
+            peers["peer"],
+            f"{p['processes']} proc x concurrency {p['concurrency']}; {p['jobs']:,} jobs",
+        )
+
+    def engine_best(rd: dict[str, Any]) -> float:
+        return _best(
+            [r for r in _pick(rd.get("engine", []), tasks=large) if r.get("busy_items_per_s")],
+            "busy_items_per_s",
+        )
+
+    for name, label in (("graphile", "graphile-worker"), ("pgboss", "pg-boss")):
+        if not (eng and peers[name]):
+            continue
+        goal = name == "graphile"
+        rows.add(
+            f"goodfellaz17 / {label}",
+            _per_round(rounds, lambda rd, n=name: engine_best(rd) / rd[n]["busy_items_per_s"]),
+            "x",
+            "best engine run (1 or 2 processes) / the peer, per round"
+            + ("; interim floor 0.5" if goal else ""),
+            ">= 1" if goal else "",
+            (lambda s: s.median >= 1.0) if goal else None,
+            fmt=".2f",
+        )
+    if eng and raw:
+        ref = min(cfg.get("compare_batches", [cfg["batch"]]))
+        rows.add(
+            f"goodfellaz17 / raw SQL cycle ({ref} per statement)",
+            _per_round(
+                rounds,
+                lambda rd: (
+                    engine_best(rd)
+                    / _best(_pick(rd["pgbench"], queue="compare", batch=ref), "tasks_per_s")
+                ),
+            ),
+            "x",
+            "information: the engine against the bare claim + complete cycle",
+            fmt=".2f",
+        )
+
+
 def _latency_rows(rows: Rows, results: dict[str, Any]) -> None:
     api = results.get("api") or []
     if api:
@@ -376,3 +510,125 @@ def render(rows: Sequence[Row], title: str, console: Console | None = None) -> N
     for row in rows:
         table.add_row(*row.cells())
     (console or Console(width=180)).print(table)
+
+
+def _mb(n: int | None) -> str:
+    return "" if n is None else f"{n / 2**20:,.1f}"
+
+
+def layout_rows(layouts: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (history, batch, layout): medians over the rounds, and the
+    layout's rate against the plain layout's in the same round."""
+    runs: list[dict[str, Any]] = layouts.get("runs", [])
+    rows = []
+    for history in sorted({r["history"] for r in runs}):
+        for batch in layouts["batches"]:
+            for name in layouts["layouts"]:
+                cell = _pick(runs, history=history, batch=batch, layout=name)
+                if not cell:
+                    continue
+                ratios = []
+                for run in cell:
+                    plain = _pick(
+                        runs, history=history, batch=batch, layout="plain", round=run["round"]
+                    )
+                    if plain:
+                        ratios.append(run["tasks_per_s"] / plain[0]["tasks_per_s"])
+                rows.append(
+                    {
+                        "history": history,
+                        "batch": batch,
+                        "layout": name,
+                        "tasks_per_s": Summary.of([r["tasks_per_s"] for r in cell]),
+                        "pg_cpu_ms": Summary.of([r["pg_cpu_ms_per_task"] for r in cell]),
+                        "vs_plain": Summary.of(ratios) if ratios else None,
+                        "retried": sum(r.get("retried_cycles", 0) for r in cell),
+                        "cycles": sum(r["tasks"] // r["batch"] for r in cell),
+                    }
+                )
+    return rows
+
+
+def render_layouts(layouts: dict[str, Any], console: Console | None = None) -> None:
+    """The storage-layout probes: a table of cells, then the sizes of each
+    layout's open structure after its last run."""
+    out = console or Console(width=180)
+    check = layouts.get("transition_tables", {})
+    rounds = len({r["round"] for r in layouts.get("runs", [])})
+    table = Table(
+        title=(
+            f"storage layouts: pgbench, {layouts['clients']} clients, claim (SKIP LOCKED) + "
+            f"complete + add units to the order, {layouts['tasks_per_run']:,} tasks per run; "
+            f"median of {rounds} interleaved rounds"
+        ),
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for name, justify in (
+        ("finished tasks present", "right"),
+        ("per statement", "right"),
+        ("layout", "left"),
+        ("tasks/s", "right"),
+        ("min", "right"),
+        ("max", "right"),
+        ("x plain (same round)", "right"),
+        ("PG CPU ms/task", "right"),
+        ("cycles retried", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in layout_rows(layouts):
+        rate, ratio = row["tasks_per_s"], row["vs_plain"]
+        table.add_row(
+            f"{row['history']:,}",
+            str(row["batch"]),
+            f"{row['layout']}: {layouts['layouts'][row['layout']]}",
+            f"{rate.median:,.0f}",
+            f"{rate.min:,.0f}",
+            f"{rate.max:,.0f}",
+            "" if ratio is None else f"{ratio.median:.2f}",
+            f"{row['pg_cpu_ms'].median:.3f}",
+            f"{row['retried']:,} of {row['cycles']:,}",
+        )
+    out.print(table)
+    errors = sorted({e for r in layouts.get("runs", []) for e in r.get("retry_errors", [])})
+    if errors:
+        out.print("why cycles were retried: " + "; ".join(errors))
+    sizes = Table(
+        title="open structure after each layout's last run (MB), and finished rows kept elsewhere",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for name in (
+        "finished tasks present",
+        "layout",
+        "heap",
+        "indexes",
+        "rows",
+        "dead rows (stats)",
+        "finished elsewhere",
+    ):
+        sizes.add_column(name, justify="left" if name == "layout" else "right")
+    runs = layouts.get("runs", [])
+    for history in sorted({r["history"] for r in runs}):
+        for name in layouts["layouts"]:
+            cell = _pick(runs, history=history, layout=name)
+            if not cell:
+                continue
+            last = cell[-1]["sizes"]
+            sizes.add_row(
+                f"{history:,}",
+                name,
+                _mb(last["open_table_bytes"]),
+                _mb(last["open_indexes_bytes"]),
+                f"{last['open_live_rows']:,}" if last["open_live_rows"] is not None else "",
+                f"{last['open_dead_rows']:,}" if last["open_dead_rows"] is not None else "",
+                _mb(last["finished_elsewhere_bytes"]) if name != "plain" else "(same table)",
+            )
+    out.print(sizes)
+    if check:
+        out.print(
+            f"transition tables, PostgreSQL {check['server_version']}: an UPDATE moving "
+            f"{check['moved_rows']} rows from the open to the finished partition showed "
+            f"{check['old_table_rows']} in OLD TABLE and {check['new_table_rows']} in NEW TABLE; "
+            f"the accounting trigger added {check['units_added_to_order']:,} units"
+        )

@@ -1,11 +1,12 @@
 """`python -m bench`: every section on one embedded PostgreSQL, one table.
 
-Order of work: the throughput sections (pgbench, Procrastinate, engine)
-run interleaved, round after round, so each round compares the systems
-within a minute of each other; then pick-up latency, the API, the open
-transaction case, the profile, and last the 1,000,000-task database (its
-own database, dropped afterwards). A section that fails is reported as
-such and the others still run; the exit code is then 1.
+Order of work: the throughput sections (pgbench, Procrastinate, the Node
+peers graphile-worker and pg-boss, the engine) run interleaved, round after
+round, so each round compares the systems within a minute of each other;
+then pick-up latency, the API, the open transaction case, the profile, the
+1,000,000-task database (its own database, dropped afterwards), and, only
+when asked for (`--layouts`), the storage-layout probes. A section that
+fails is reported as such and the others still run; the exit code is then 1.
 
 Progress goes to stderr; the table to stdout; everything measured, with
 the configuration, server settings and machine load, to bench/results.json.
@@ -20,7 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench import api, engine, peer, profile, queue_cycle, report, scale
+from bench import api, engine, layouts, node_peers, peer, profile, queue_cycle, report, scale
 from bench.config import BenchConfig, parse_args
 from bench.pg import PRODUCT_DB, BenchServer, PostgresCpu, check_durability, create_product_database
+
+THROUGHPUT_SECTIONS = {"pgbench", "peer", "graphile", "pgboss", "engine"}
 
 
 def say(message: str) -> None:
@@ -131,10 +134,41 @@ def _throughput_round(
             rate = run["tasks_per_s"]
             say(f"  pgbench product c={best} {run['tasks']:,} tasks: {rate:,.0f} tasks/s")
             rd["pgbench"].append(run)
+        for batch in cfg.compare_batches:
+            run = queue_cycle.run_once(
+                cfg,
+                server,
+                admin,
+                PRODUCT_DB,
+                "minimal",
+                cfg.compare_clients,
+                cpu,
+                tasks=cfg.large_tasks,
+                queue="compare",
+                batch=batch,
+            )
+            say(
+                f"  pgbench minimal c={cfg.compare_clients} batch {batch} {run['tasks']:,} tasks: "
+                f"{run['tasks_per_s']:,.0f} tasks/s"
+            )
+            rd["pgbench"].append(run)
     if cfg.runs("peer") and peer_admin is not None and peer_url is not None:
         run = peer.run_peer(cfg, server, peer_admin, peer_url, cpu, f"r{r}")
         say(f"  Procrastinate: {run['jobs_per_s']:,.0f} jobs/s")
         rd["peer"] = run
+    for node_peer in node_peers.NODE_PEERS:
+        if not cfg.runs(node_peer.section):
+            continue
+        try:  # a peer that fails leaves the rest of the round standing
+            run = node_peers.run_node_peer(cfg, server, node_peer, cpu, f"r{r}")
+        except Exception as exc:
+            say(f"  {node_peer.label} FAILED: {exc}")
+            rd.setdefault("errors", {})[node_peer.section] = "".join(
+                traceback.format_exception(exc)
+            )[-4000:]
+            continue
+        say(f"  {node_peer.label}: {_rate(run)} jobs (busy)")
+        rd[node_peer.section] = run
     if cfg.runs("engine"):
         rd["engine"] = []
         sizes = [cfg.engine_orders]
@@ -154,10 +188,29 @@ def _throughput_round(
                 )
                 say(
                     f"  engine {run['tasks']:,} tasks x{procs}: {run['tasks_per_s']:,.0f} tasks/s, "
+                    f"busy {_rate(run)}, "
                     f"worker {run['worker_cores']:.2f} / PG {run['pg_cores']:.2f} cores"
                 )
                 rd["engine"].append(run)
     return rd
+
+
+def _rate(run: dict[str, Any]) -> str:
+    rate = run.get("busy_items_per_s")
+    return "n/a" if rate is None else f"{rate:,.0f}/s"
+
+
+def _drop_missing_node_peers(cfg: BenchConfig, results: dict[str, Any]) -> BenchConfig:
+    """The Node peers need `npm ci` in bench/peers (done by `make bench`);
+    without it they are reported as failed and the rest still runs."""
+    wanted = [p.section for p in node_peers.NODE_PEERS if cfg.runs(p.section)]
+    reason = node_peers.missing_install() if wanted else None
+    if reason is None:
+        return cfg
+    for section in wanted:
+        results.setdefault("errors", {})[section] = reason
+    say(f"{', '.join(wanted)} skipped: {reason}")
+    return replace(cfg, only=tuple(s for s in cfg.only if s not in wanted))
 
 
 def _open_txn(
@@ -212,11 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    errors: dict[str, Any] = {}
+    cfg = _drop_missing_node_peers(cfg, {"errors": errors})
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "small_tasks": cfg.small_tasks,
+            "large_tasks": cfg.large_tasks,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -224,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "loadavg_at_start": os.getloadavg(),
         },
+        **({"errors": errors} if errors else {}),
     }
     server = BenchServer(cfg.data_dir, keep=cfg.keep)
     say(f"starting PostgreSQL in {server.root}")
@@ -240,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_admin = psycopg.connect(peer_url, autocommit=True) if peer_url else None
             try:
                 rounds = []
-                if {"pgbench", "peer", "engine"} & set(cfg.only):
+                if THROUGHPUT_SECTIONS & set(cfg.only):
                     for r in range(cfg.rounds):
                         rd = _section(
                             results,
@@ -252,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         if rd is not None:
                             rounds.append(rd)
+                            for name, error in rd.pop("errors", {}).items():
+                                results.setdefault("errors", {})[f"{name} (round {r + 1})"] = error
                 results["rounds"] = rounds
             finally:
                 if peer_admin is not None:
@@ -285,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             results["scale"] = _section(
                 results, f"{cfg.scale_tasks:,} tasks", load, lambda: scale.run_scale(cfg, server)
             )
+        if cfg.runs("layouts"):
+            results["layouts"] = _section(
+                results, "storage layouts", load, lambda: layouts.run_layouts(cfg, server, cpu, say)
+            )
     finally:
         server.stop()
 
@@ -303,9 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{max(other, default=0.0):.2f} cores; {results['elapsed_s'] / 60:.1f} min"
     )
     report.render(rows, title)
+    if results.get("layouts"):
+        report.render_layouts(results["layouts"])
     if results.get("profile"):
         print(profile.render(results["profile"]["summary"]))
     print(f"results: {cfg.out}")
+    print(f"total time: {results['elapsed_s'] / 60:.1f} min")
     for name in results.get("errors", {}):
         print(f"FAILED section: {name} (traceback in {cfg.out})")
     return 1 if results.get("errors") else 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from bench import engine, profile, queue_cycle, report
+from bench import engine, layouts, node_peers, profile, queue_cycle, report
 from bench.config import BenchConfig, parse_args
 from bench.pg import BenchServer, PostgresCpu
 from bench.stats import Summary, percentile
@@ -86,6 +86,67 @@ def test_engine_run_drains_what_it_queued_and_measures_the_worker(
     assert run["tasks_per_s"] > 0
     assert 10 < run["worker_peak_rss_mb"] < 1000
     assert run["worker_cpu_s_per_1k"] >= 0
+    # The busy window opens at the first completion: inside the run's window.
+    assert 0 < run["busy_items"] <= 76
+    assert run["busy_seconds"] <= run["seconds"]
+
+
+NODE_MISSING = node_peers.missing_install()
+
+
+@pytest.mark.skipif(NODE_MISSING is not None, reason=f"Node peers not installed: {NODE_MISSING}")
+@pytest.mark.parametrize("peer", node_peers.NODE_PEERS, ids=lambda p: p.section)
+def test_node_peer_drains_the_jobs_queued_before_it_started(
+    tiny: BenchConfig, bench_server: BenchServer, peer: node_peers.NodePeer
+) -> None:
+    cfg = dataclasses.replace(tiny, node_jobs=300)
+    cpu = PostgresCpu(bench_server.postmaster_pid())
+    try:
+        run = node_peers.run_node_peer(cfg, bench_server, peer, cpu, "smoke")
+    finally:
+        bench_server.drop_database(peer.database)
+    assert run["jobs"] == 300  # and every one succeeded, or run_node_peer raises
+    assert run["version"] == peer.version()
+    assert 0 <= run["busy_items"] < 300  # the window opens at the first completion
+
+
+def test_an_update_moving_rows_between_partitions_fills_both_transition_tables(
+    db_url: str,
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        seen = layouts.check_moved_rows_in_transition_tables(conn)
+        leftover = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'layout_check'"
+        ).fetchone()
+    assert seen["old_table_ids"] == seen["new_table_ids"] == [1, 2, 3]
+    assert seen["units_added_to_order"] == 1200
+    assert leftover == (0,)  # built and rolled back
+
+
+@pytest.mark.parametrize("layout", layouts.LAYOUTS, ids=lambda layout: layout.name)
+def test_layout_cycle_finishes_every_task_once_and_counts_its_units(
+    tiny: BenchConfig, bench_server: BenchServer, db_url: str, layout: layouts.Layout
+) -> None:
+    cfg = dataclasses.replace(tiny, layout_clients=2, layout_tasks=80)
+    cpu = PostgresCpu(bench_server.postmaster_pid())
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cell = layouts.build_cell(conn, layout, history=76)
+        first = layouts.run_cell(cfg, bench_server, conn, cpu, cell, 10, _dbname(db_url))
+        again = layouts.run_cell(cfg, bench_server, conn, cpu, cell, 20, _dbname(db_url))
+        history = conn.execute(
+            f"SELECT count(*) FROM {layout.finished_rows} AND id <= 76"
+        ).fetchone()
+    # 2 clients x 4 cycles x 10, then 2 x 2 x 20; the run checks each task
+    # finished once and every unit reached its order, or raises.
+    assert (first["tasks"], again["tasks"]) == (80, 80)
+    assert history == (76,)  # the reset between runs keeps the history
+    # Each run queues whole orders of 38 tasks: 114 for 80, 34 left PENDING.
+    sizes = again["sizes"]
+    if layout.name == "plain":
+        assert sizes["open_live_rows"] == 76 + 114  # history and open work share the table
+    else:
+        assert sizes["open_live_rows"] == 34  # finished work left the open structure
+        assert sizes["finished_elsewhere_bytes"] > 0
 
 
 def _round(pg: float, peer: float, eng_small: float, eng_large: float) -> dict[str, Any]:
@@ -186,6 +247,93 @@ def test_report_compares_systems_round_by_round_and_marks_targets() -> None:
     text = console.export_text()
     assert "PASS" in text
     assert "FAIL" in text
+
+
+def _busy(rate: float) -> dict[str, Any]:
+    return {
+        "busy_items_per_s": rate,
+        "busy_worker_cpu_ms": 0.1,
+        "busy_pg_cpu_ms": 0.2,
+        "busy_worker_cores": 0.3,
+        "busy_pg_cores": 0.4,
+    }
+
+
+def test_same_run_comparison_takes_the_best_engine_run_against_each_peer_per_round() -> None:
+    def rnd(graphile: float, pgboss: float, one: float, two: float) -> dict[str, Any]:
+        peer = {"label": "graphile-worker", "version": "0.18.0", "settings": "s"}
+        return {
+            "graphile": {**peer, **_busy(graphile)},
+            "pgboss": {**peer, "label": "pg-boss", **_busy(pgboss)},
+            "engine": [
+                {**_engine(1900, one), "processes": 1, **_busy(one)},
+                {**_engine(1900, two), "processes": 2, **_busy(two)},
+            ],
+        }
+
+    results = {
+        "config": {
+            "batch": 10,
+            "small_tasks": 152,
+            "large_tasks": 1900,
+            "compare_batches": [10],
+            "pgbench_variants": ["product"],
+            "pgbench_clients": [1],
+            "engine_processes": [1, 2],
+        },
+        # best engine / graphile per round: 1000/4000, 3000/2000, 1500/1000 -> 0.25, 1.5, 1.5
+        "rounds": [
+            rnd(graphile=4000, pgboss=500, one=1000, two=900),
+            rnd(graphile=2000, pgboss=500, one=1000, two=3000),
+            rnd(graphile=1000, pgboss=500, one=1500, two=100),
+        ],
+    }
+    rows = {r.figure: r for r in report.build_rows(results)}
+    ratio = rows["goodfellaz17 / graphile-worker"]
+    assert ratio.summary is not None
+    assert (ratio.summary.min, ratio.summary.median, ratio.summary.max) == (0.25, 1.5, 1.5)
+    assert ratio.passed is True
+    assert rows["goodfellaz17 / pg-boss"].summary.median == 3.0  # type: ignore[union-attr]
+    pg_cpu = [
+        r
+        for r in report.build_rows(results)
+        if r.figure == "  PostgreSQL CPU" and r.unit == "ms/item"
+    ]
+    # graphile-worker, pg-boss (no target), then the engine's 0.2 ms > 0.1 ms
+    assert [r.passed for r in pg_cpu] == [None, None, False, False]
+
+
+def test_layout_rows_compare_each_layout_with_plain_in_the_same_round() -> None:
+    def run(layout: str, rnd: int, rate: float) -> dict[str, Any]:
+        return {
+            "layout": layout,
+            "history": 0,
+            "batch": 10,
+            "round": rnd,
+            "tasks": 1000,
+            "tasks_per_s": rate,
+            "pg_cpu_ms_per_task": 0.1,
+            "retried_cycles": 2 if layout == "history" else 0,
+        }
+
+    rows = report.layout_rows(
+        {
+            "batches": [10],
+            "layouts": {"plain": "", "history": ""},
+            "runs": [
+                run("plain", 0, 100),
+                run("history", 0, 150),
+                run("plain", 1, 400),
+                run("history", 1, 200),
+                run("plain", 2, 100),
+                run("history", 2, 300),
+            ],
+        }
+    )
+    history = next(r for r in rows if r["layout"] == "history")
+    assert history["tasks_per_s"].median == 200
+    assert (history["vs_plain"].min, history["vs_plain"].median) == (0.5, 1.5)
+    assert (history["retried"], history["cycles"]) == (6, 300)
 
 
 def test_profile_summary_separates_waiting_from_python(tmp_path: Path) -> None:
