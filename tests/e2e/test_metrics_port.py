@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import API_KEYS, READ_KEY
+from tests.conftest import API_KEYS, READ_KEY, SESSION_SECRET
 from tests.helpers import insert_order
 from tests.observability import free_port, parse_metrics, sample
 
@@ -121,3 +121,29 @@ def test_serve_keeps_a_key_on_the_main_port_and_none_on_the_metrics_port(
         keyed = httpx.get(f"{main}/metrics", headers={"X-Api-Key": READ_KEY})
         assert keyed.status_code == 200
         assert "delivery_dead_letter_queue" in keyed.text
+
+
+def test_production_serve_hides_its_software_and_keeps_its_docs_behind_a_key(
+    db_url: str, tmp_path: Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = {
+        "DATABASE_URL": db_url,
+        "GOODFELLAZ17_ENV": "production",
+        "GOODFELLAZ17_API_KEYS": API_KEYS,
+        "GOODFELLAZ17_SESSION_SECRET": SESSION_SECRET,
+        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
+        "GOODFELLAZ17_WORKER_ENABLED": "false",
+        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
+    }
+    with process(["serve", "--port", str(port)], env, tmp_path, ok_codes=(0,)):
+        main = f"http://127.0.0.1:{port}"
+        health = poll(lambda: (r := httpx.get(f"{main}/actuator/health")).is_success and r, "API")
+        metrics = poll(lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics"), "metrics")
+        for response in (health, metrics, httpx.get(f"{main}/api/orders")):
+            assert "server" not in response.headers, response.headers
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            refused = httpx.get(main + path)
+            assert refused.status_code == 401, path
+            assert "server" not in refused.headers
+            assert httpx.get(main + path, headers={"X-Api-Key": READ_KEY}).status_code == 200

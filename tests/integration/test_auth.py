@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.conftest import READ_KEY
+from goodfellaz17.api.app import create_app
+from tests.conftest import OPERATOR_KEY, READ_KEY, make_settings
+from tests.integration.console_helpers import client_for
 
 SAMPLE_UUID = "00000000-0000-0000-0000-000000000001"
 
@@ -69,3 +71,26 @@ async def test_health_needs_no_key(api: Any) -> None:
     body = response.json()
     assert body["status"] == "UP"
     assert body["components"]["db"]["status"] == "UP"
+
+
+DOCS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+async def _docs_statuses(db_url: str, key: str | None, **overrides: Any) -> dict[str, int]:
+    app = create_app(make_settings(db_url, **overrides), db_url, run_worker=False)
+    headers = {} if key is None else {"X-Api-Key": key}
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        return {path: (await client.get(path, headers=headers)).status_code for path in DOCS}
+
+
+async def test_production_serves_the_api_docs_only_to_a_key(db_url: str) -> None:
+    assert set((await _docs_statuses(db_url, None, env="production")).values()) == {401}
+    assert set((await _docs_statuses(db_url, "wrong-key", env="production")).values()) == {401}
+    assert set((await _docs_statuses(db_url, READ_KEY, env="production")).values()) == {200}
+    assert set((await _docs_statuses(db_url, None)).values()) == {200}  # development: public
+
+
+async def test_the_api_docs_can_be_switched_off(db_url: str) -> None:
+    statuses = await _docs_statuses(db_url, OPERATOR_KEY, env="production", api_docs="off")
+    assert set(statuses.values()) == {404}
+    assert set((await _docs_statuses(db_url, None, api_docs="key")).values()) == {401}

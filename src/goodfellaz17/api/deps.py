@@ -52,28 +52,33 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="API key")
 
 
-def require(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency that admits keys whose role grants `role`: 401 without a
+def authorize(ctx: AppContext, presented: str | None, role: Role) -> Principal:
+    """The principal of `presented` if its role grants `role`: 401 without a
     valid key, 403 with a valid key of too small a role."""
+    principal = ctx.keyring.authenticate(presented)
+    if principal is None:
+        raise HTTPException(
+            status_code=401,
+            detail={"message": "missing or invalid API key", "field": "X-Api-Key"},
+        )
+    if not principal.may(role):
+        raise HTTPException(
+            status_code=403,
+            detail={
+                "message": f"this API key's role may not do this (needs {role.value})",
+                "field": "X-Api-Key",
+            },
+        )
+    return principal
+
+
+def require(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency that admits keys whose role grants `role` (see authorize)."""
 
     async def check(
         ctx: Context, presented: Annotated[str | None, Depends(api_key_header)]
     ) -> Principal:
-        principal = ctx.keyring.authenticate(presented)
-        if principal is None:
-            raise HTTPException(
-                status_code=401,
-                detail={"message": "missing or invalid API key", "field": "X-Api-Key"},
-            )
-        if not principal.may(role):
-            raise HTTPException(
-                status_code=403,
-                detail={
-                    "message": f"this API key's role may not do this (needs {role.value})",
-                    "field": "X-Api-Key",
-                },
-            )
-        return principal
+        return authorize(ctx, presented, role)
 
     check.required_role = role  # type: ignore[attr-defined]
     return check
