@@ -679,3 +679,51 @@ FROM operator_actions
 WHERE order_id = %(order_id)s
 ORDER BY created_at DESC
 LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------- console sessions
+
+-- name: console_session_open
+-- A new console session. Expired sessions are swept on the way, so the table
+-- holds the live ones plus those that expired since the last login.
+WITH swept AS (
+    DELETE FROM console_sessions
+    WHERE created_at <= now() - make_interval(secs => %(max_seconds)s)
+       OR last_seen_at <= now() - make_interval(secs => %(idle_seconds)s)
+)
+INSERT INTO console_sessions (id_hash, key_binding)
+VALUES (%(id_hash)s, %(key_binding)s)
+RETURNING created_at;
+
+-- name: console_session_get
+-- The key binding of a live session (no row: unknown, logged out, idle too
+-- long or past its lifetime). With `touch`, a session last seen more than
+-- `touch_after_seconds` ago is marked seen now: an operator's click keeps it
+-- alive, a page's auto-refresh (touch false) does not, and a busy operator
+-- costs one write a minute, not one per request.
+WITH live AS (
+    SELECT id_hash, key_binding, last_seen_at
+    FROM console_sessions
+    WHERE id_hash = %(id_hash)s
+      AND created_at > now() - make_interval(secs => %(max_seconds)s)
+      AND last_seen_at > now() - make_interval(secs => %(idle_seconds)s)
+), touched AS (
+    UPDATE console_sessions s SET last_seen_at = now()
+    FROM live
+    WHERE %(touch)s AND s.id_hash = live.id_hash
+      AND live.last_seen_at < now() - make_interval(secs => %(touch_after_seconds)s)
+)
+SELECT key_binding FROM live;
+
+-- name: console_session_delete
+DELETE FROM console_sessions WHERE id_hash = %(id_hash)s;
+
+-- name: console_session_flash_set
+UPDATE console_sessions SET flash = %(flash)s WHERE id_hash = %(id_hash)s;
+
+-- name: console_session_flash_take
+-- The session's notice for `path`, cleared as it is read: shown once.
+UPDATE console_sessions s SET flash = NULL
+FROM (SELECT id_hash, flash FROM console_sessions
+      WHERE id_hash = %(id_hash)s FOR UPDATE) old
+WHERE s.id_hash = old.id_hash AND old.flash ->> 'path' = %(path)s
+RETURNING old.flash ->> 'message' AS message;

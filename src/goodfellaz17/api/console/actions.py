@@ -9,7 +9,6 @@ numbers as they stand; the form on that page is the only way to act.
 
 from __future__ import annotations
 
-import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from goodfellaz17.api.console.deps import (
     Viewer,
 )
 from goodfellaz17.api.console.pages import (
+    done_notice,
     fleet_context,
     overview_context,
     page,
@@ -94,8 +94,10 @@ def _login_page(
 
 
 @router.get("/login", name="console_login")
-async def login_form(request: Request, cons: Console, next: str | None = None) -> Response:
-    if cons.sessions.session_of(request) is not None:
+async def login_form(
+    request: Request, cons: Console, repo: Repo, next: str | None = None
+) -> Response:
+    if await cons.sessions.session_of(request, repo) is not None:
         return see_other(safe_next(next))
     return _login_page(request, cons, safe_next(next))
 
@@ -104,6 +106,7 @@ async def login_form(request: Request, cons: Console, next: str | None = None) -
 async def login(
     request: Request,
     cons: Console,
+    repo: Repo,
     api_key: Annotated[str, Form(max_length=MAX_KEY_LENGTH)] = "",
     nonce: Annotated[str, Form(max_length=200)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/console",
@@ -125,7 +128,7 @@ async def login(
             error="The login form expired or was not sent from this console. Try again.",
             status_code=403,
         )
-    opened = cons.sessions.open(api_key.strip())
+    opened = await cons.sessions.open(repo, api_key.strip())
     if opened is None:
         return _login_page(
             request, cons, next_url, error="That API key is not valid.", status_code=401
@@ -138,7 +141,8 @@ async def login(
 
 
 @router.post("/logout", name="console_logout")
-async def logout(request: Request, _: SignedInForm, cons: Console) -> Response:
+async def logout(request: Request, session: SignedInForm, cons: Console, repo: Repo) -> Response:
+    await cons.sessions.close(repo, session)
     response = see_other("/console/login")
     cons.sessions.clear_session_cookie(response, request)
     return response
@@ -315,10 +319,12 @@ async def run_order_action(
         return await _confirm_page(
             request, cons, repo, oid, action, error=exc.message, status_code=exc.status_code
         )
-    query = urllib.parse.urlencode(
-        {"done": slug, "tasks": result["tasksAffected"], "units": result["unitsAffected"]}
-    )
-    return see_other(f"/console/orders/{oid}?{query}")
+    # What was done is told on the order's page from the session, never from
+    # the query string (where anyone could write any "done" they like).
+    back = f"/console/orders/{oid}"
+    notice = done_notice(slug, tasks=result["tasksAffected"], units=result["unitsAffected"])
+    await cons.sessions.leave_notice(repo, session, back, notice)
+    return see_other(back)
 
 
 # ---------------------------------------------------------------- chaos
