@@ -119,6 +119,9 @@ def make_settings(db_url: str | None = None, **overrides: Any) -> Settings:
         "worker_heartbeat_seconds": 0.5,
         "worker_rescue_interval_seconds": 0.5,
         "log_format": "console",
+        # Tests that send wrong keys on purpose expect a 401 for each one;
+        # the throttle has its own tests (tests/integration/test_auth.py).
+        "auth_failure_burst": 1_000_000,
     }
     if db_url is not None:
         values["DATABASE_URL"] = db_url

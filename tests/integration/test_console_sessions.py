@@ -234,9 +234,7 @@ async def test_a_notice_in_the_query_string_is_never_shown(
 ) -> None:
     order_id = insert_order(sql, 1200)
     await signed_in(client, READ_KEY)
-    page = await client.get(
-        f"/console/orders/{order_id}?done=force-complete&tasks=999&units=15000"
-    )
+    page = await client.get(f"/console/orders/{order_id}?done=force-complete&tasks=999&units=15000")
     assert page.status_code == 200
     assert "Force-completed" not in page.text
     assert "15,000" not in page.text

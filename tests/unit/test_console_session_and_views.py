@@ -13,6 +13,7 @@ from goodfellaz17.api.console import views
 from goodfellaz17.api.console.session import ConsoleSession, csrf_matches
 from goodfellaz17.settings import Role
 
+
 def test_csrf_tokens_compare_exactly() -> None:
     session = ConsoleSession(
         principal=Principal(role=Role.OPERATOR, key_id="0123abcd"),

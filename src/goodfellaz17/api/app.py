@@ -61,6 +61,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
 
         registry = new_process_registry()
         worker_metrics(registry)  # the contract's counters exist (at 0) even without a worker
+        ctx.count_auth_failures_in(registry)
         ctx.metrics = MetricsExporter(
             registry,
             DatabaseGaugeCollector(repo, stale_after_seconds=settings.worker_stale_after_seconds),

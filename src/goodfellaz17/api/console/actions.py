@@ -36,7 +36,7 @@ from goodfellaz17.api.console.pages import (
     render,
 )
 from goodfellaz17.api.console.session import Transport, transport_of
-from goodfellaz17.api.deps import AppSettings, Repo
+from goodfellaz17.api.deps import AppSettings, Context, Repo, Throttled
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.errors import InvalidInput, ServiceError
 from goodfellaz17.services import chaos, nodes, operations, progress
@@ -106,6 +106,7 @@ async def login_form(
 async def login(
     request: Request,
     cons: Console,
+    ctx: Context,
     repo: Repo,
     api_key: Annotated[str, Form(max_length=MAX_KEY_LENGTH)] = "",
     nonce: Annotated[str, Form(max_length=200)] = "",
@@ -128,8 +129,22 @@ async def login(
             error="The login form expired or was not sent from this console. Try again.",
             status_code=403,
         )
+    try:
+        ctx.refuse_if_throttled(request, "console")
+    except Throttled as throttled:
+        refusal = _login_page(
+            request,
+            cons,
+            next_url,
+            error="Too many failed attempts from this address. Try again in "
+            f"{throttled.retry_after_seconds} s.",
+            status_code=429,
+        )
+        refusal.headers["Retry-After"] = str(throttled.retry_after_seconds)
+        return refusal
     opened = await cons.sessions.open(repo, api_key.strip())
     if opened is None:
+        ctx.record_auth_failure(request, "console", presented=bool(api_key.strip()))
         return _login_page(
             request, cons, next_url, error="That API key is not valid.", status_code=401
         )

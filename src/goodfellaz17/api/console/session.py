@@ -195,9 +195,7 @@ class SessionKeeper:
         """A one-shot notice for the next view of `path` in this session."""
         await repo.console_session_flash_set(id_hash=session.id_hash, path=path, message=message)
 
-    async def take_notice(
-        self, repo: Repository, session: ConsoleSession, path: str
-    ) -> str | None:
+    async def take_notice(self, repo: Repository, session: ConsoleSession, path: str) -> str | None:
         return await repo.console_session_flash_take(id_hash=session.id_hash, path=path)
 
     def set_session_cookie(self, response: Response, request: Request, token: str) -> None:

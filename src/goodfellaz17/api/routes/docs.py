@@ -26,13 +26,13 @@ OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 
 
 async def docs_visible(
-    ctx: Context, presented: Annotated[str | None, Depends(api_key_header)]
+    request: Request, ctx: Context, presented: Annotated[str | None, Depends(api_key_header)]
 ) -> None:
     access = ctx.settings.api_docs_access
     if access == "off":
         raise HTTPException(404, detail={"message": "the API docs are off", "field": "path"})
     if access == "key":
-        authorize(ctx, presented, Role.READ)
+        authorize(request, ctx, presented, Role.READ)
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(docs_visible)])
