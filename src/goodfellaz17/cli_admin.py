@@ -151,19 +151,21 @@ def invariants_check(
     """Check one order, every order, or orphaned tasks; exit 1 on violations."""
     from goodfellaz17.services import invariants
 
+    CLI = invariants.CheckSource.CLI
     if sum((order_id is not None, check_all, orphans)) > 1:
         fail("give one of ORDER_ID, --all or --orphans")
     settings = settings_or_exit()
     if order_id is not None:
         oid = parse_uuid(order_id, "ORDER_ID")
-        data = _run(settings, lambda repo: invariants.check_order(repo, oid))
+        data = _run(settings, lambda repo: invariants.check_order(repo, oid, source=CLI))
         rows, columns = data["checks"], ["name", "expected", "actual", "passed"]
     elif orphans:
-        data = _run(settings, lambda repo: invariants.check_orphans(repo))
+        data = _run(settings, lambda repo: invariants.check_orphans(repo, source=CLI))
         rows = data["orphans"]
         columns = ["taskId", "orderId", "leaseOwner", "leaseExpiresAt", "overdueSeconds"]
     else:
-        data = _run(settings, lambda repo: invariants.check_all(repo))
+        # An operator's check feeds the alerts (the runbook's InvariantCheckStale fix).
+        data = _run(settings, lambda repo: invariants.check_all(repo, source=CLI))
         rows, columns = data["violations"], ["orderId", "check", "expected", "actual"]
     if as_json:
         emit_json(data)

@@ -20,3 +20,35 @@ CREATE TABLE console_sessions (
 );
 -- The sweep of expired sessions at each login.
 CREATE INDEX console_sessions_created_at_idx ON console_sessions (created_at);
+
+-- 2. Invariant checks say who ran them, and the orphan check has a scope of
+--    its own, so that nothing a read key can do changes what the alerts see.
+--    `source`: MONITOR (the API processes' periodic check), CLI (an operator
+--    at a shell: the runbook's answer to InvariantCheckStale) or API (asked
+--    for over HTTP, by any key). The metric, the console and so the alerts
+--    read only full global checks by MONITOR or CLI; an orphan check used
+--    to log itself as a passing GLOBAL check and turn the gauge to 0.
+--    Rows from before this migration: their orphan checks become ORPHANS,
+--    their full global checks count as MONITOR (the alert keeps what it saw
+--    until the next periodic check), everything else API.
+ALTER TABLE invariant_check_log DROP CONSTRAINT invariant_check_log_scope_check;
+ALTER TABLE invariant_check_log ADD CONSTRAINT invariant_check_log_scope_check
+    CHECK (scope IN ('ORDER', 'GLOBAL', 'ORPHANS'));
+ALTER TABLE invariant_check_log ADD COLUMN source text NOT NULL DEFAULT 'API'
+    CONSTRAINT invariant_check_log_source_check CHECK (source IN ('MONITOR', 'CLI', 'API'));
+-- A global check lists at most 1,000 violations; this is how many it found.
+ALTER TABLE invariant_check_log ADD COLUMN violation_count integer
+    CHECK (violation_count >= 0);
+
+UPDATE invariant_check_log SET scope = 'ORPHANS'
+WHERE scope = 'GLOBAL' AND order_id IS NULL AND checks -> 0 ? 'name';
+UPDATE invariant_check_log SET source = 'MONITOR'
+WHERE scope = 'GLOBAL' AND order_id IS NULL;
+-- The default stays API, the one no alert reads: a row written by hand, or
+-- by a writer that forgot to say who it is, can never silence an alert.
+
+-- The latest full global check, for the metric, the console and the reuse
+-- of a recent check by the API: the newest entry of a small index, however
+-- many per-order rows surround it.
+CREATE INDEX invariant_check_log_global_idx ON invariant_check_log (check_timestamp DESC)
+    WHERE scope = 'GLOBAL' AND order_id IS NULL;
