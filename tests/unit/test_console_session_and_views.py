@@ -16,7 +16,7 @@ from goodfellaz17.settings import Role
 
 def test_csrf_tokens_compare_exactly() -> None:
     session = ConsoleSession(
-        principal=Principal(role=Role.OPERATOR, key_id="0123abcd"),
+        principal=Principal(role=Role.OPERATOR, fingerprint="0123abcd" * 4),
         csrf_token="a-csrf-token-0123456789",
         id_hash="0" * 64,
     )

@@ -27,7 +27,18 @@ GRANTS: dict[Role, frozenset[Role]] = {
 @dataclass(frozen=True, slots=True)
 class Principal:
     role: Role
-    key_id: str  # a short fingerprint of the key, safe to log
+    # 32 hex digits of the key's SHA-256: names what the key owns (its
+    # idempotency keys). Never the key, and too long to guess it from.
+    fingerprint: str
+
+    @property
+    def key_id(self) -> str:
+        """A short fingerprint of the key, safe to log."""
+        return self.fingerprint[:8]
+
+    @property
+    def idempotency_scope(self) -> str:
+        return f"key:{self.fingerprint}"
 
     @property
     def actor(self) -> str:
@@ -39,6 +50,10 @@ class Principal:
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def key_fingerprint(digest: bytes) -> str:
+    return digest.hex()[:32]
 
 
 class KeyRing:
@@ -61,7 +76,7 @@ class KeyRing:
                 match = role
         if match is None:
             return None
-        return Principal(role=match, key_id=digest.hex()[:8])
+        return Principal(role=match, fingerprint=key_fingerprint(digest))
 
 
 # ---------------------------------------------------------------- throttling guesses

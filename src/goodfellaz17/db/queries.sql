@@ -10,13 +10,19 @@
 
 -- name: order_create
 -- The order and all its tasks in one statement (one round trip, one
--- transaction). With an idempotency key already used, nothing is inserted and
--- no row comes back.
+-- transaction). With an idempotency key already used in the caller's scope
+-- (or before keys had scopes: 'legacy', migration 0010), nothing is inserted
+-- and no row comes back.
 WITH new_order AS (
-    INSERT INTO orders (quantity, target, backend, task_count, idempotency_key, request_hash)
-    VALUES (%(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
-            %(idempotency_key)s, %(request_hash)s)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    INSERT INTO orders (quantity, target, backend, task_count, idempotency_scope,
+                        idempotency_key, request_hash)
+    SELECT %(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
+           CASE WHEN %(idempotency_key)s::text IS NOT NULL THEN %(idempotency_scope)s END,
+           %(idempotency_key)s, %(request_hash)s
+    WHERE NOT EXISTS (SELECT 1 FROM orders
+                      WHERE idempotency_scope = 'legacy'
+                        AND idempotency_key = %(idempotency_key)s)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
     -- The order joins the queue at its front, its tasks in runs of ten
@@ -37,7 +43,13 @@ FROM new_order o;
 SELECT * FROM orders WHERE id = %(order_id)s;
 
 -- name: order_get_by_idempotency_key
-SELECT * FROM orders WHERE idempotency_key = %(idempotency_key)s;
+-- The order a caller created with this key (or one from before keys had
+-- scopes, which every caller matches).
+SELECT * FROM orders
+WHERE idempotency_key = %(idempotency_key)s
+  AND idempotency_scope IN (%(idempotency_scope)s, 'legacy')
+ORDER BY idempotency_scope = 'legacy'
+LIMIT 1;
 
 -- name: order_list
 SELECT * FROM orders

@@ -101,11 +101,13 @@ class Repository:
         target: str,
         backend: str,
         sizes: Sequence[int],
+        idempotency_scope: str,
         idempotency_key: str | None,
         request_hash: str | None,
         fair_share_seconds: float,
     ) -> Row | None:
-        """Insert the order and its tasks; None when the idempotency key exists."""
+        """Insert the order and its tasks; None when the idempotency key exists
+        in the scope."""
         return await self._fetchone(
             "order_create",
             {
@@ -113,6 +115,7 @@ class Repository:
                 "target": target,
                 "backend": backend,
                 "sizes": list(sizes),
+                "idempotency_scope": idempotency_scope,
                 "idempotency_key": idempotency_key,
                 "request_hash": request_hash,
                 "fair_share_seconds": fair_share_seconds,
@@ -122,8 +125,10 @@ class Repository:
     async def order_get(self, order_id: uuid.UUID, conn: AsyncConn | None = None) -> Row | None:
         return await self._fetchone("order_get", {"order_id": order_id}, conn)
 
-    async def order_get_by_idempotency_key(self, key: str) -> Row | None:
-        return await self._fetchone("order_get_by_idempotency_key", {"idempotency_key": key})
+    async def order_get_by_idempotency_key(self, key: str, *, scope: str) -> Row | None:
+        return await self._fetchone(
+            "order_get_by_idempotency_key", {"idempotency_key": key, "idempotency_scope": scope}
+        )
 
     async def order_list(
         self,

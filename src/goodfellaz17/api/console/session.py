@@ -44,7 +44,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from goodfellaz17.api.auth import KeyRing, Principal
+from goodfellaz17.api.auth import KeyRing, Principal, key_fingerprint
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.services.nodes import is_loopback
 from goodfellaz17.settings import ApiKey, Role
@@ -116,7 +116,7 @@ class SessionKeeper:
         self._bindings: dict[str, tuple[Role, str]] = {}
         for key in keys:
             digest = _key_digest(key.secret)
-            self._bindings[self._bind(digest)] = (key.role, digest.hex()[:8])
+            self._bindings[self._bind(digest)] = (key.role, key_fingerprint(digest))
         self._sessions = URLSafeTimedSerializer(secret, salt="console-session")
         self._logins = URLSafeTimedSerializer(secret, salt="console-login")
 
@@ -172,8 +172,8 @@ class SessionKeeper:
         known = None if binding is None else self._bindings.get(binding)
         if known is None:  # no live session, or its key was removed from the configuration
             return None
-        role, key_id = known
-        principal = Principal(role=role, key_id=key_id)
+        role, fingerprint = known
+        principal = Principal(role=role, fingerprint=fingerprint)
         return ConsoleSession(principal, self._csrf(session_id), id_hash)
 
     async def close(self, repo: Repository, session: ConsoleSession) -> None:

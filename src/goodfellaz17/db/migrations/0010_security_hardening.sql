@@ -52,3 +52,20 @@ WHERE scope = 'GLOBAL' AND order_id IS NULL;
 -- many per-order rows surround it.
 CREATE INDEX invariant_check_log_global_idx ON invariant_check_log (check_timestamp DESC)
     WHERE scope = 'GLOBAL' AND order_id IS NULL;
+
+-- 3. Idempotency keys belong to whoever used them. They were unique across
+--    all callers, so one client could pre-claim another's keys (a 409 for
+--    the other's own order). Now unique per `idempotency_scope`: the calling
+--    API key's fingerprint (`key:<32 hex>`), `cli` for the command line, and
+--    later a client's name for keys that name one. Keys used before this
+--    migration keep the scope `legacy`, which every caller still matches, so
+--    a retry that straddles the upgrade replays its order instead of
+--    creating a second one.
+ALTER TABLE orders ADD COLUMN idempotency_scope text
+    CHECK (length(idempotency_scope) BETWEEN 1 AND 200);
+UPDATE orders SET idempotency_scope = 'legacy' WHERE idempotency_key IS NOT NULL;
+ALTER TABLE orders ADD CONSTRAINT orders_idempotency_scope_present
+    CHECK ((idempotency_key IS NULL) = (idempotency_scope IS NULL));
+ALTER TABLE orders DROP CONSTRAINT orders_idempotency_key_key;
+ALTER TABLE orders ADD CONSTRAINT orders_idempotency_scope_key_key
+    UNIQUE (idempotency_scope, idempotency_key);
