@@ -63,6 +63,18 @@ def poll(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
         time.sleep(0.1)
 
 
+def api_only_env(db_url: str, tmp_path: Path, metrics_port: int, **extra: str) -> dict[str, str]:
+    """`serve` without a worker, its metrics on `metrics_port`."""
+    return {
+        "DATABASE_URL": db_url,
+        "GOODFELLAZ17_API_KEYS": API_KEYS,
+        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
+        "GOODFELLAZ17_WORKER_ENABLED": "false",
+        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
+        **extra,
+    }
+
+
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
     response = httpx.get(url, timeout=5)
     return parse_metrics(response.text) if response.status_code == 200 else None
@@ -103,13 +115,7 @@ def test_serve_keeps_a_key_on_the_main_port_and_none_on_the_metrics_port(
     db_url: str, tmp_path: Path
 ) -> None:
     port, metrics_port = free_port(), free_port()
-    env = {
-        "DATABASE_URL": db_url,
-        "GOODFELLAZ17_API_KEYS": API_KEYS,
-        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
-        "GOODFELLAZ17_WORKER_ENABLED": "false",
-        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = api_only_env(db_url, tmp_path, metrics_port)
     with process(["serve", "--port", str(port)], env, tmp_path, ok_codes=(0,)):
         metrics = poll(lambda: scrape(f"http://127.0.0.1:{metrics_port}/metrics"), "metrics")
         sample(metrics, "delivery_tasks_total", status="completed")
@@ -127,15 +133,13 @@ def test_production_serve_hides_its_software_and_keeps_its_docs_behind_a_key(
     db_url: str, tmp_path: Path
 ) -> None:
     port, metrics_port = free_port(), free_port()
-    env = {
-        "DATABASE_URL": db_url,
-        "GOODFELLAZ17_ENV": "production",
-        "GOODFELLAZ17_API_KEYS": API_KEYS,
-        "GOODFELLAZ17_SESSION_SECRET": SESSION_SECRET,
-        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
-        "GOODFELLAZ17_WORKER_ENABLED": "false",
-        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = api_only_env(
+        db_url,
+        tmp_path,
+        metrics_port,
+        GOODFELLAZ17_ENV="production",
+        GOODFELLAZ17_SESSION_SECRET=SESSION_SECRET,
+    )
     with process(["serve", "--port", str(port)], env, tmp_path, ok_codes=(0,)):
         main = f"http://127.0.0.1:{port}"
         health = poll(lambda: (r := httpx.get(f"{main}/actuator/health")).is_success and r, "API")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -14,7 +13,6 @@ import pytest
 
 from goodfellaz17.api.app import create_app
 from goodfellaz17.services.invariant_monitor import InvariantMonitor
-from goodfellaz17.settings import Settings
 from tests.conftest import OPERATOR_KEY, ORDERS_KEY, READ_KEY, make_settings
 from tests.helpers import insert_order, order_row, set_task_states, violations
 from tests.integration.console_helpers import (
@@ -28,19 +26,6 @@ from tests.integration.console_helpers import (
 from tests.integration.test_auth import walk_routes
 
 SAMPLE_UUID = "00000000-0000-0000-0000-000000000001"
-
-
-@pytest.fixture
-async def app(settings: Settings, db_url: str) -> AsyncIterator[Any]:
-    application = create_app(settings, db_url, run_worker=False)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(app: Any) -> AsyncIterator[Any]:
-    async with client_for(app) as c:
-        yield c
 
 
 def seeded_order(

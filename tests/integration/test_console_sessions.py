@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,6 @@ from tests.helpers import insert_order, set_task_states
 from tests.integration.console_helpers import client_for, csrf_of, signed_in
 
 COOKIE = "gf_console"
-
-
-@pytest.fixture
-async def app(settings: Settings, db_url: str) -> AsyncIterator[Any]:
-    application = create_app(settings, db_url, run_worker=False)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(app: Any) -> AsyncIterator[Any]:
-    async with client_for(app) as c:
-        yield c
 
 
 def sessions(sql: psycopg.Connection[Any]) -> int:
