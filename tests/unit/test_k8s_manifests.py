@@ -51,6 +51,7 @@ K8S_VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())
 CORE_KINDS = {"ConfigMap", "Secret", "Deployment", "Service", "NetworkPolicy"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 GRACE = 25.0  # GOODFELLAZ17_WORKER_GRACE_PERIOD_SECONDS in configmap.yaml
+UVICORN_VARIABLES = {"FORWARDED_ALLOW_IPS"}  # read by uvicorn itself, not a setting of ours
 PRESTOP_SECONDS = 5
 
 
@@ -191,6 +192,7 @@ def test_every_configured_variable_is_a_real_setting(manifests: list[Manifest]) 
     names = set(config(manifests))
     for deployment in ("goodfellaz17", "goodfellaz17-worker"):
         names |= {e["name"] for e in container(manifests, deployment).get("env", [])}
+    names -= UVICORN_VARIABLES
     unknown = {n for n in names if n.removeprefix("GOODFELLAZ17_") not in fields}
     assert unknown == set(), "typos are silently ignored by the service: fix these names"
 
@@ -246,7 +248,10 @@ def test_the_server_runs_serve_with_probes_on_the_health_endpoints(
         {"configMapRef": {"name": "goodfellaz17-config"}},
         {"secretRef": {"name": "goodfellaz17-secrets"}},
     ]
-    assert c["env"] == [{"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"}]
+    assert c["env"] == [
+        {"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"},
+        {"name": "FORWARDED_ALLOW_IPS", "value": "*"},  # see the network policy test
+    ]
 
 
 def test_the_worker_deployment_runs_workers_only_and_starts_at_zero(
@@ -384,8 +389,11 @@ def test_only_the_ingress_reaches_the_api_and_only_monitoring_the_metrics(
         (NEIGHBOUR, server, 9464, False),
         (NEIGHBOUR, worker, 9464, False),
         (DEBUG_POD, server, 9464, False),  # the same namespace is no exception
+        (DEBUG_POD, server, 8080, False),
         (server, worker, 9464, False),
     ]
+    # So the server may trust X-Forwarded-For from whoever reaches its http
+    # port (FORWARDED_ALLOW_IPS="*"): only the ingress controller can.
     found = [
         (
             s.labels,
