@@ -6,17 +6,24 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+LOCK   := requirements/dev.lock
+# The stamp names what was installed: pyproject.toml and the lock it was
+# installed from. Either changing (an edit, `make lock`, a pull) reinstalls.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
 .PHONY: help
 help: ## list the targets
 	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, each checked against its hash; the package
+# itself is built by the locked hatchling, so nothing unpinned is fetched.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@rm -f $(VENV)/.installed-* && touch $@
+	$(PIP) install --quiet --upgrade 'pip>=25.3'
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-* $(VENV)/.bench-installed-* && touch $@
 
 .PHONY: venv
 venv: $(STAMP) ## create .venv and install the package with its dev tools
@@ -56,10 +63,14 @@ fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format src tests bench deploy
 	$(BIN)/ruff check --fix src tests bench deploy
 
-BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+BENCH_LOCK  := requirements/bench.lock
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml $(LOCK) $(BENCH_LOCK) | sha1sum | cut -c1-12)
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+# From its own lock (a superset of dev.lock, the same versions): an unpinned
+# install here used to move the dev packages past the lock, unnoticed by
+# $(STAMP). $(STAMP) removes this stamp whenever it reinstalls.
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(PIP) install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
 	@rm -f $(VENV)/.bench-installed-* && touch $@
 
 # The Node peers (graphile-worker, pg-boss, and a Node 22 binary), pinned by
@@ -77,6 +88,16 @@ bench-peers: $(PEERS_STAMP) ## install the Node peers of `make bench` from npm (
 .PHONY: bench
 bench: $(BENCH_STAMP) $(PEERS_STAMP) ## benchmarks: pgbench, Procrastinate, graphile-worker, pg-boss, engine, API; one table + bench/results.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock'
+
+.PHONY: lock
+lock: $(STAMP) ## re-resolve requirements/*.lock to the newest versions pyproject.toml allows (hashed)
+	$(UV_COMPILE) --upgrade pyproject.toml --extra dev -o $(LOCK)
+	$(UV_COMPILE) pyproject.toml -c $(LOCK) -o requirements/runtime.lock
+	$(UV_COMPILE) requirements/build.in -c $(LOCK) -o requirements/build.lock
+	$(UV_COMPILE) pyproject.toml --extra dev --extra bench -c $(LOCK) -o $(BENCH_LOCK)
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches

@@ -30,6 +30,8 @@ READ_KEY = "test-read-key-0123456789"
 ORDERS_KEY = "test-orders-key-0123456789"
 OPERATOR_KEY = "test-operator-key-0123456789"
 API_KEYS = f"{READ_KEY}:read,{ORDERS_KEY}:orders,{OPERATOR_KEY}:operator"
+# Production requires a session secret (development generates one in the data folder).
+SESSION_SECRET = "test-session-secret-0123456789abcdef0123456789"
 TEMPLATE_DB = "gf_template"
 
 _db_counter = itertools.count()
@@ -128,9 +130,14 @@ def make_settings(db_url: str | None = None, **overrides: Any) -> Settings:
         "worker_heartbeat_seconds": 0.5,
         "worker_rescue_interval_seconds": 0.5,
         "log_format": "console",
+        # Tests that send wrong keys on purpose expect a 401 for each one;
+        # the throttle has its own tests (tests/integration/test_auth.py).
+        "auth_failure_burst": 1_000_000,
     }
     if db_url is not None:
         values["DATABASE_URL"] = db_url
+    if overrides.get("env") == "production":
+        values["session_secret"] = SESSION_SECRET
     values.update(overrides)
     return load_settings(**values)
 

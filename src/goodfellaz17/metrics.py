@@ -96,6 +96,26 @@ class WorkerMetrics:
             self.plays_total.labels(outcome=outcome)
 
 
+AUTH_SURFACES = ("api", "console")
+AUTH_FAILURE_REASONS = ("missing_key", "invalid_key", "throttled")
+
+
+def auth_failure_counter(registry: CollectorRegistry) -> Counter:
+    """Refused authentication by surface (API key header, console login) and
+    reason: no key, a wrong key, or an address throttled after too many wrong
+    ones. Every series exists from the start, at 0."""
+    counter = Counter(
+        "delivery_auth_failures",
+        "Refused authentication attempts, by surface and reason",
+        ["surface", "reason"],
+        registry=registry,
+    )
+    for surface in AUTH_SURFACES:
+        for reason in AUTH_FAILURE_REASONS:
+            counter.labels(surface=surface, reason=reason)
+    return counter
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseGauge:
     name: str

@@ -48,14 +48,22 @@ class ApiKey:
 
 
 def parse_api_keys(raw: str) -> list[ApiKey]:
-    """Parse `key:role,key:role`. Raises ValueError with a readable reason."""
+    """Parse `key:role,key:role`. Raises ValueError with a readable reason,
+    also when one key is listed twice (which role would it have?)."""
     keys: list[ApiKey] = []
+    seen: dict[str, int] = {}
     for position, item in enumerate(part.strip() for part in raw.split(",")):
         if not item:
             continue
         secret, sep, role = item.rpartition(":")
         if not sep or not secret:
             raise ValueError(f"entry {position + 1} must look like key:role")
+        if secret in seen:
+            raise ValueError(
+                f"entries {seen[secret]} and {position + 1} are the same key: "
+                "list each key once, with one role"
+            )
+        seen[secret] = position + 1
         try:
             keys.append(ApiKey(secret, Role(role.strip().lower())))
         except ValueError:
@@ -64,6 +72,18 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
                 f"entry {position + 1} has unknown role {role!r} (allowed: {allowed})"
             ) from None
     return keys
+
+
+# The placeholders of deploy/k8s/secret.example.yaml and their usual
+# spellings: a secret that contains one was copied, not generated.
+_PLACEHOLDERS = ("change-me", "changeme", "change_me")
+MIN_PRODUCTION_KEY_LENGTH = 16
+MIN_SESSION_SECRET_LENGTH = 32
+
+
+def is_placeholder(secret: str) -> bool:
+    lowered = secret.lower()
+    return any(p in lowered for p in _PLACEHOLDERS)
 
 
 def default_data_dir() -> Path:
@@ -109,6 +129,18 @@ class Settings(BaseSettings):
     circuit_cooldown_seconds: float = Field(default=30.0, ge=0, le=86400)
 
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    # Signs the console's cookies. Required in production; in development it
+    # is generated once and kept in the data folder (api/console/secret.py).
+    session_secret: SecretStr | None = None
+    console_session_idle_seconds: float = Field(default=1800.0, ge=1, le=86400)
+    console_session_max_seconds: float = Field(default=28800.0, ge=1, le=7 * 86400)
+    # Failed authentication per client address (API and console login): this
+    # many at once, then one more every refill interval; past it, 429.
+    auth_failure_burst: int = Field(default=10, ge=1, le=1_000_000)
+    auth_failure_refill_seconds: float = Field(default=6.0, gt=0, le=3600)
+    # /docs, /redoc, /openapi.json: "public", "key" (a read key) or "off".
+    # Unset: public in development, key in production.
+    api_docs: Literal["public", "key", "off"] | None = None
     chaos_allowed: bool = True
     chaos_default_ttl_seconds: int = Field(default=900, ge=1, le=86400)
 
@@ -116,6 +148,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     invariant_check_interval_seconds: float = Field(default=60.0, ge=0, le=86400)  # 0 = off
+    # A global check asked for over the API by a non-operator key reuses the
+    # latest one this young (at least 1 s: a read key cannot make the API
+    # scan every order, and log it, on every request).
+    invariant_reuse_seconds: float = Field(default=10.0, ge=1, le=3600)
     max_body_bytes: int = Field(default=65536, ge=1024, le=10_000_000)
 
     db_pool_min_size: int = Field(default=1, ge=0, le=1000)
@@ -199,12 +235,39 @@ class Settings(BaseSettings):
                 "GOODFELLAZ17_DB_POOL_MIN_SIZE must be <= GOODFELLAZ17_DB_POOL_MAX_SIZE"
             )
         if self.env == "production":
-            for key in self.api_keys:
-                if len(key.secret) < 16:
-                    raise ValueError(
-                        "GOODFELLAZ17_API_KEYS: keys must be at least 16 characters in production"
-                    )
+            self._check_production()
         return self
+
+    def _check_production(self) -> None:
+        """What development tolerates and production must not: each refusal
+        names its variable and never echoes a secret."""
+        for key in self.api_keys:
+            if len(key.secret) < MIN_PRODUCTION_KEY_LENGTH:
+                raise ValueError(
+                    f"GOODFELLAZ17_API_KEYS: keys must be at least {MIN_PRODUCTION_KEY_LENGTH} "
+                    "characters in production"
+                )
+            if is_placeholder(key.secret):
+                raise ValueError(
+                    "GOODFELLAZ17_API_KEYS: a key is a placeholder (CHANGE-ME): generate real "
+                    "keys, e.g. with `openssl rand -hex 24`"
+                )
+        if self.session_secret is None:
+            raise ValueError(
+                "GOODFELLAZ17_SESSION_SECRET: required in production (at least "
+                f"{MIN_SESSION_SECRET_LENGTH} random characters, e.g. `openssl rand -hex 32`)"
+            )
+        secret = self.session_secret.get_secret_value()
+        if len(secret) < MIN_SESSION_SECRET_LENGTH or is_placeholder(secret):
+            raise ValueError(
+                f"GOODFELLAZ17_SESSION_SECRET: must be at least {MIN_SESSION_SECRET_LENGTH} "
+                "random characters in production, not a placeholder"
+            )
+        if not self.webhook_verify_tls:
+            raise ValueError(
+                "GOODFELLAZ17_WEBHOOK_VERIFY_TLS: must stay true in production "
+                "(without it anyone on the path can read and answer deliveries)"
+            )
 
     @property
     def is_production(self) -> bool:
@@ -217,6 +280,12 @@ class Settings(BaseSettings):
         return DestinationPolicy.for_environment(
             production=self.is_production, allowed=self.webhook_allowed_destinations
         )
+
+    @property
+    def api_docs_access(self) -> Literal["public", "key", "off"]:
+        if self.api_docs is not None:
+            return self.api_docs
+        return "key" if self.is_production else "public"
 
 
 def _variable_name(loc: tuple[int | str, ...]) -> str:
@@ -239,5 +308,6 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(message) from None
         name = _variable_name(tuple(error["loc"]))
         raw = os.environ.get(name)
-        shown = "" if raw is None or "KEY" in name or "URL" in name else f" (got {raw!r})"
+        secret = any(word in name for word in ("KEY", "URL", "SECRET"))
+        shown = "" if raw is None or secret else f" (got {raw!r})"
         raise ConfigError(f"{name}: {message}{shown}") from None

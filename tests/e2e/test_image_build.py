@@ -32,6 +32,7 @@ def build_context(tmp_path: Path) -> Path:
                     origin, context / source, ignore=shutil.ignore_patterns("__pycache__")
                 )
             else:
+                (context / source).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, context / source)
     return context
 
@@ -44,7 +45,9 @@ def test_the_wheel_built_like_the_image_migrates_and_starts(
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
-            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
+            # As the image does: by the locked hatchling (dev.lock pins the
+            # same version as build.lock), no build environment downloaded.
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"),
             *("--disable-pip-version-check", "--wheel-dir", str(wheels)),
             str(build_context(tmp_path)),
         ],

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import API_KEYS, ORDERS_KEY
+from tests.conftest import API_KEYS, ORDERS_KEY, SESSION_SECRET
 from tests.deploy_manifests import deployed, effective_env, kubectl_set_env, one
 from tests.e2e.procs import Proc
 from tests.helpers import free_port, violations, wait_until
@@ -29,7 +29,11 @@ def pod_env(deployment_name: str, db_url: str, *, brake: bool) -> dict[str, str]
     if brake:
         kubectl_set_env(deployment, "GOODFELLAZ17_WORKER_ENABLED", "false")
     config = one(manifests, "ConfigMap", "goodfellaz17-config")["data"]
-    secret = {"DATABASE_URL": db_url, "GOODFELLAZ17_API_KEYS": API_KEYS}
+    secret = {
+        "DATABASE_URL": db_url,
+        "GOODFELLAZ17_API_KEYS": API_KEYS,
+        "GOODFELLAZ17_SESSION_SECRET": SESSION_SECRET,
+    }
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = effective_env(container, config, secret)
     # Loopback and free ports on a shared test machine; the rest as deployed.

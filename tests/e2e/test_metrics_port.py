@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import API_KEYS, READ_KEY
+from tests.conftest import API_KEYS, READ_KEY, SESSION_SECRET
 from tests.helpers import insert_order, wait_until
 from tests.observability import free_port, parse_metrics, sample
 
@@ -51,6 +51,18 @@ def process(
 def poll(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
     """Call `check` until it returns a truthy value (connection errors retry)."""
     return wait_until(check, seconds, what, interval=0.1, retry_on=(httpx.TransportError,))
+
+
+def api_only_env(db_url: str, tmp_path: Path, metrics_port: int, **extra: str) -> dict[str, str]:
+    """`serve` without a worker, its metrics on `metrics_port`."""
+    return {
+        "DATABASE_URL": db_url,
+        "GOODFELLAZ17_API_KEYS": API_KEYS,
+        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
+        "GOODFELLAZ17_WORKER_ENABLED": "false",
+        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
+        **extra,
+    }
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
@@ -93,13 +105,7 @@ def test_serve_keeps_a_key_on_the_main_port_and_none_on_the_metrics_port(
     db_url: str, tmp_path: Path
 ) -> None:
     port, metrics_port = free_port(), free_port()
-    env = {
-        "DATABASE_URL": db_url,
-        "GOODFELLAZ17_API_KEYS": API_KEYS,
-        "GOODFELLAZ17_METRICS_PORT": str(metrics_port),
-        "GOODFELLAZ17_WORKER_ENABLED": "false",
-        "GOODFELLAZ17_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = api_only_env(db_url, tmp_path, metrics_port)
     with process(["serve", "--port", str(port)], env, tmp_path, ok_codes=(0,)):
         metrics = poll(lambda: scrape(f"http://127.0.0.1:{metrics_port}/metrics"), "metrics")
         sample(metrics, "delivery_tasks_total", status="completed")
@@ -111,3 +117,27 @@ def test_serve_keeps_a_key_on_the_main_port_and_none_on_the_metrics_port(
         keyed = httpx.get(f"{main}/metrics", headers={"X-Api-Key": READ_KEY})
         assert keyed.status_code == 200
         assert "delivery_dead_letter_queue" in keyed.text
+
+
+def test_production_serve_hides_its_software_and_keeps_its_docs_behind_a_key(
+    db_url: str, tmp_path: Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = api_only_env(
+        db_url,
+        tmp_path,
+        metrics_port,
+        GOODFELLAZ17_ENV="production",
+        GOODFELLAZ17_SESSION_SECRET=SESSION_SECRET,
+    )
+    with process(["serve", "--port", str(port)], env, tmp_path, ok_codes=(0,)):
+        main = f"http://127.0.0.1:{port}"
+        health = poll(lambda: (r := httpx.get(f"{main}/actuator/health")).is_success and r, "API")
+        metrics = poll(lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics"), "metrics")
+        for response in (health, metrics, httpx.get(f"{main}/api/orders")):
+            assert "server" not in response.headers, response.headers
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            refused = httpx.get(main + path)
+            assert refused.status_code == 401, path
+            assert "server" not in refused.headers
+            assert httpx.get(main + path, headers={"X-Api-Key": READ_KEY}).status_code == 200

@@ -18,9 +18,13 @@ from goodfellaz17.db.pool import connection_kwargs
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.domain.invariants import CHECKS
 from goodfellaz17.services import invariants
+from goodfellaz17.services.invariant_monitor import InvariantMonitor
+from goodfellaz17.services.invariants import MAX_ORDER_ROWS_PER_GLOBAL_CHECK
 from goodfellaz17.settings import Settings
-from tests.conftest import READ_KEY, key_headers
+from tests.conftest import OPERATOR_KEY, READ_KEY, key_headers
 from tests.helpers import insert_order, set_task_states
+from tests.integration.console_helpers import client_for, data_value, signed_in
+from tests.observability import parse_metrics, sample
 
 ORDER_STATES = ["COMPLETED"] * 10 + ["FAILED_PERMANENT"] * 3 + ["FAILED_RETRYING"] * 2
 
@@ -184,9 +188,12 @@ async def test_orphans_lists_tasks_executing_past_their_lease(
     assert all(o["leaseOwner"] == "w9" and o["overdueSeconds"] >= 59 for o in body["orphans"])
     assert all(o["orderId"] == str(order_id) for o in body["orphans"])
     logged = sql.execute(
-        "SELECT passed, failed_checks FROM invariant_check_log ORDER BY id"
+        "SELECT scope, passed, failed_checks FROM invariant_check_log ORDER BY id"
     ).fetchall()
-    assert logged == [(True, []), (False, ["no_task_executing_past_its_lease"])]
+    assert logged == [
+        ("ORPHANS", True, []),
+        ("ORPHANS", False, ["no_task_executing_past_its_lease"]),
+    ]
 
 
 async def test_invariant_endpoints_answer_with_the_named_fields(
@@ -287,3 +294,135 @@ async def test_global_check_over_100k_tasks_takes_a_fixed_few_statements(
     ]
     # One aggregate statement and one log insert, whatever the number of orders.
     assert len(seen.statements) <= 3, seen.statements
+
+
+# ---------------------------------------------------------------- what read keys can reach
+
+
+async def _alert_inputs(api: Any) -> tuple[float, float]:
+    """What the InvariantViolation and InvariantCheckStale alerts read."""
+    metrics = parse_metrics((await api.get("/metrics", headers=key_headers(READ_KEY))).text)
+    return (
+        sample(metrics, "delivery_invariant_violations"),
+        sample(metrics, "delivery_invariant_last_check_timestamp_seconds"),
+    )
+
+
+async def _console_verdict(api: Any) -> str:
+    async with client_for(api.app) as console:
+        await signed_in(console, READ_KEY)
+        return data_value((await console.get("/console/partials/overview")).text, "stat-invariants")
+
+
+async def test_nothing_a_read_key_does_changes_what_the_invariant_alert_sees(
+    api: Any, repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = _processing_order(sql)
+    _without_triggers(
+        sql, "UPDATE orders SET delivered = delivered - 1 WHERE id = %(id)s", order_id
+    )
+    assert (await InvariantMonitor(repo, 60).run_once())["violationCount"] == 1
+    # The monitor's check is old enough that a read key's /all runs a check of
+    # its own rather than reusing it.
+    sql.execute("UPDATE invariant_check_log SET check_timestamp = now() - interval '2 min'")
+    seen = await _alert_inputs(api)
+    assert seen[0] == 1
+    assert await _console_verdict(api) == "violations"
+
+    for path in (
+        "/api/admin/invariants/orphans",
+        "/api/admin/invariants/all",
+        f"/api/admin/invariants/orders/{order_id}",
+        "/api/admin/invariants/orphans",
+    ):
+        response = await api.get(path, headers=key_headers(READ_KEY))
+        assert response.status_code == 200, path
+        # Neither the count nor the check's age moved (the audit's /orphans
+        # call turned the gauge to 0; any call refreshed the timestamp).
+        assert await _alert_inputs(api) == seen, path
+    fresh = (await api.get("/api/admin/invariants/all", headers=key_headers(READ_KEY))).json()
+    assert fresh["passed"] is False
+
+    assert await _console_verdict(api) == "violations"
+    scopes = sql.execute(
+        "SELECT scope, source FROM invariant_check_log WHERE order_id IS NULL ORDER BY id"
+    ).fetchall()
+    assert scopes == [("GLOBAL", "MONITOR"), ("ORPHANS", "API"), ("GLOBAL", "API")]
+
+
+async def test_the_operators_own_check_from_the_cli_feeds_the_alert(
+    api: Any, repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    # The runbook's answer to InvariantCheckStale: `goodfellaz17 invariants check --all`.
+    await invariants.check_all(repo, source=invariants.CheckSource.CLI)
+    row = sql.execute(
+        "SELECT extract(epoch FROM check_timestamp) FROM invariant_check_log"
+    ).fetchone()
+    assert row is not None
+    assert await _alert_inputs(api) == (0, pytest.approx(float(row[0])))
+
+
+async def test_read_key_checks_write_a_bounded_number_of_rows(
+    api: Any, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = _processing_order(sql)
+    paths = [
+        "/api/admin/invariants/all",
+        "/api/admin/invariants/orphans",
+        f"/api/admin/invariants/orders/{order_id}",
+    ]
+    answers = []
+    for _ in range(34):
+        for path in paths:
+            response = await api.get(path, headers=key_headers(READ_KEY))
+            assert response.status_code == 200
+            answers.append(response.json())
+    logged = sql.execute(
+        "SELECT scope, count(*) FROM invariant_check_log GROUP BY scope ORDER BY scope"
+    ).fetchall()
+    # 102 GETs within the reuse window: one global check (reused), one row per
+    # distinct outcome of the orphan and the order check.
+    assert logged == [("GLOBAL", 1), ("ORDER", 1), ("ORPHANS", 1)]
+    assert {a["checkedAt"] for a in answers[::3]} == {answers[0]["checkedAt"]}
+    assert all(a["passed"] for a in answers)
+
+
+async def test_an_operator_key_always_gets_a_fresh_global_check(
+    api: Any, sql: psycopg.Connection[Any]
+) -> None:
+    order_id = _processing_order(sql)
+    first = (await api.get("/api/admin/invariants/all", headers=key_headers(READ_KEY))).json()
+    assert first["passed"] is True
+    _without_triggers(
+        sql, "UPDATE orders SET delivered = delivered - 1 WHERE id = %(id)s", order_id
+    )
+    reused = (await api.get("/api/admin/invariants/all", headers=key_headers(READ_KEY))).json()
+    assert reused == first, "a read key gets the recent result, with its checkedAt"
+    fresh = (await api.get("/api/admin/invariants/all", headers=key_headers(OPERATOR_KEY))).json()
+    assert fresh["passed"] is False
+    assert fresh["violationCount"] == 1
+    again = (await api.get("/api/admin/invariants/all", headers=key_headers(READ_KEY))).json()
+    assert again == fresh, "the newest check is the one reused"
+
+
+async def test_a_failing_global_check_writes_a_bounded_number_of_rows(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    broken = [insert_order(sql, 800) for _ in range(MAX_ORDER_ROWS_PER_GLOBAL_CHECK + 20)]
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")
+        sql.execute("UPDATE orders SET delivered = 1 WHERE id = ANY(%s)", (broken,))
+    result = await invariants.check_all(repo)
+    assert result["violationCount"] == len(broken)
+    per_order = sql.execute(
+        "SELECT count(*) FROM invariant_check_log WHERE order_id IS NOT NULL"
+    ).fetchone()
+    assert per_order == (MAX_ORDER_ROWS_PER_GLOBAL_CHECK,)
+    first_orders = sql.execute(
+        "SELECT order_id FROM invariant_check_log WHERE order_id IS NOT NULL ORDER BY order_id"
+    ).fetchall()
+    assert [r[0] for r in first_orders] == sorted(broken)[:MAX_ORDER_ROWS_PER_GLOBAL_CHECK]
+    overall = sql.execute(
+        "SELECT violation_count FROM invariant_check_log WHERE order_id IS NULL"
+    ).fetchall()
+    assert overall == [(len(broken),)], "the GLOBAL row counts them all"

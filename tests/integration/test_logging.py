@@ -180,3 +180,56 @@ def test_the_console_format_is_readable_lines_not_json() -> None:
     assert "order_id=o-1" in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+# ---------------------------------------------------------------- exceptions and URLs
+
+
+DB_PASSWORD = "s3cr3t-db-passw0rd"
+DB_URL = f"postgresql://goodfellaz17:{DB_PASSWORD}@db.internal:5432/goodfellaz17"
+
+
+def _raise_with_secrets() -> None:
+    raise RuntimeError(f"could not use {OPERATOR_KEY} on {DB_URL}")
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_exceptions_are_scrubbed_after_the_traceback_is_formatted(log_format: str) -> None:
+    settings = make_settings(None, log_format=log_format)
+    with captured_logs(settings) as buffer:
+        try:
+            _raise_with_secrets()
+        except RuntimeError:
+            structlog.get_logger("t").exception("structlog saw it")
+            logging.getLogger("some.library").exception("the stdlib saw it")
+        try:
+            _raise_with_secrets()
+        except RuntimeError as exc:
+            structlog.get_logger("t").warning("passed as a value", error=exc)
+    output = buffer.getvalue()
+    assert "structlog saw it" in output
+    assert "the stdlib saw it" in output
+    assert "_raise_with_secrets" in output, "the traceback itself is kept"
+    assert output.count("RuntimeError") >= 3
+    assert OPERATOR_KEY not in output
+    assert DB_PASSWORD not in output
+    assert "db.internal:5432" in output, "only the password is hidden"
+
+
+def test_database_passwords_are_scrubbed_from_every_line() -> None:
+    settings = make_settings(DB_URL.replace(DB_PASSWORD, "configured-pw-1234"))
+    forms = [
+        DB_URL,
+        DB_URL.replace("postgresql://", "postgres://"),
+        f"host=db.internal user=goodfellaz17 password={DB_PASSWORD} dbname=x",
+        f"host=db.internal password='{DB_PASSWORD}' dbname=x",
+    ]
+    with captured_logs(settings) as buffer:
+        for n, text in enumerate(forms):
+            structlog.get_logger("t").info("connecting", url=text, n=n)
+            logging.getLogger("psycopg.pool").warning("connection failed: %s", text)
+        structlog.get_logger("t").info("the configured one", detail="pw is configured-pw-1234")
+    output = buffer.getvalue()
+    assert DB_PASSWORD not in output
+    assert "configured-pw-1234" not in output
+    assert output.count("db.internal") >= 2 * len(forms)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import psycopg
 
-from tests.conftest import ORDERS_KEY, READ_KEY, key_headers
+from goodfellaz17.api.app import create_app
+from tests.conftest import API_KEYS, OPERATOR_KEY, ORDERS_KEY, READ_KEY, key_headers, make_settings
+from tests.integration.console_helpers import client_for
 
 
 async def test_create_order_returns_201_with_its_38_tasks(
@@ -98,3 +101,37 @@ async def test_openapi_is_served_and_documents_the_order_routes(api: Any) -> Non
     spec = (await api.get("/openapi.json")).json()
     assert "/api/orders" in spec["paths"]
     assert "/api/orders/{orderId}" in spec["paths"]
+
+
+OTHER_CLIENT_KEY = "test-other-orders-key-0123456789"
+
+
+async def test_idempotency_keys_belong_to_the_api_key_that_used_them(db_url: str) -> None:
+    # One orders client must not be able to pre-claim another's Idempotency-Keys.
+    settings = make_settings(db_url, api_keys=f"{API_KEYS},{OTHER_CLIENT_KEY}:orders")
+    app = create_app(settings, db_url, run_worker=False)
+    body = {"quantity": 800, "target": "mine"}
+    other_body = {"quantity": 1200, "target": "theirs"}
+
+    async def post(key: str, json: dict[str, Any]) -> httpx.Response:
+        headers = key_headers(key, **{"Idempotency-Key": "order-2026-0001"})
+        response: httpx.Response = await client.post("/api/orders", headers=headers, json=json)
+        return response
+
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        first = await post(ORDERS_KEY, body)
+        assert first.status_code == 201
+        theirs = await post(OTHER_CLIENT_KEY, other_body)
+        assert theirs.status_code == 201, theirs.text
+        assert theirs.json()["id"] != first.json()["id"]
+        assert theirs.json()["quantity"] == 1200
+        replay = await post(OTHER_CLIENT_KEY, other_body)
+        assert (replay.status_code, replay.json()["id"]) == (200, theirs.json()["id"])
+        mine = await post(ORDERS_KEY, body)
+        assert (mine.status_code, mine.json()["id"]) == (200, first.json()["id"])
+        conflict = await post(ORDERS_KEY, other_body)
+        assert conflict.status_code == 409
+        assert conflict.json()["field"] == "Idempotency-Key"
+        # Operators are callers of their own: their keys are theirs too.
+        operators = await post(OPERATOR_KEY, body)
+        assert operators.status_code == 201

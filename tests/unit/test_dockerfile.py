@@ -93,10 +93,16 @@ def test_the_build_context_keeps_what_the_builder_copies() -> None:
     ]
     builder = [i for i in dockerfile_instructions() if i.stage == 1 and i.keyword == "COPY"]
     sources = [src for i in builder for src in i.value.split()[:-1]]
-    assert sources == ["pyproject.toml", "README.md", "src"]
+    assert sources == [
+        "requirements/runtime.lock",
+        "requirements/build.lock",
+        "pyproject.toml",
+        "README.md",
+        "src",
+    ]
     for src in [*sources, "src/goodfellaz17/db/queries.sql"]:
         assert dockerignore_keeps(patterns, src), src
-    for ignored in [".venv/bin/python", "tests/conftest.py", ".git/HEAD"]:
+    for ignored in [".venv/bin/python", "tests/conftest.py", ".git/HEAD", "requirements/dev.lock"]:
         assert not dockerignore_keeps(patterns, ignored), ignored
 
 
@@ -112,3 +118,25 @@ def dockerignore_keeps(patterns: list[str], path: str) -> bool:
         if any(fnmatch.fnmatchcase(p, glob) for p in prefixes):
             keep = negated
     return keep
+
+
+def test_the_image_installs_exactly_the_locked_hashed_dependencies() -> None:
+    builder = [i for i in dockerfile_instructions() if i.stage == 1]
+    installs = [
+        command.strip()
+        for i in builder
+        if i.keyword == "RUN"
+        for command in i.value.split("&&")
+        if " install " in command
+    ]
+    locked = [c for c in installs if "-r requirements/" in c]
+    assert {c.split("-r ")[-1].split()[0] for c in locked} == {
+        "requirements/build.lock",
+        "requirements/runtime.lock",
+    }
+    for command in installs:
+        assert "--no-deps" in command, command  # nothing resolved at build time
+        assert "--require-hashes" in command or command.endswith("/wheels/goodfellaz17-*.whl")
+    wheel = [i.value for i in builder if i.keyword == "RUN" and "pip wheel" in i.value]
+    assert wheel, "the wheel is built in the builder stage"
+    assert all("--no-build-isolation" in w for w in wheel), "built by the locked hatchling"

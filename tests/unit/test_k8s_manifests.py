@@ -21,6 +21,7 @@ from goodfellaz17.settings import Settings, load_settings
 from tests.conftest import API_KEYS
 from tests.deploy_manifests import (
     K8S,
+    Endpoint,
     Manifest,
     crd_schema,
     deployed,
@@ -29,6 +30,7 @@ from tests.deploy_manifests import (
     kubectl_set_env,
     kustomization,
     load_manifests,
+    network_allows,
     one,
 )
 
@@ -46,9 +48,10 @@ build_prometheusrule = _load_script(K8S / "build_prometheusrule.py")
 
 # The oldest Kubernetes still commonly run, and the newest schemas bundled.
 K8S_VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())
-CORE_KINDS = {"ConfigMap", "Secret", "Deployment", "Service"}
+CORE_KINDS = {"ConfigMap", "Secret", "Deployment", "Service", "NetworkPolicy"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 GRACE = 25.0  # GOODFELLAZ17_WORKER_GRACE_PERIOD_SECONDS in configmap.yaml
+UVICORN_VARIABLES = {"FORWARDED_ALLOW_IPS"}  # read by uvicorn itself, not a setting of ours
 PRESTOP_SECONDS = 5
 
 
@@ -59,8 +62,13 @@ def manifests() -> list[Manifest]:
 
 @pytest.fixture(scope="module")
 def example_secret() -> dict[str, str]:
+    """The example Secret with its CHANGE-ME placeholders filled in, as an
+    operator must (production refuses the placeholders themselves)."""
     secret = load_manifests(K8S / "secret.example.yaml")[0].doc
-    values: dict[str, str] = secret["stringData"]
+    values: dict[str, str] = dict(secret["stringData"])
+    assert all("CHANGE-ME" in v for v in values.values())
+    values["GOODFELLAZ17_API_KEYS"] = API_KEYS
+    values["GOODFELLAZ17_SESSION_SECRET"] = "0123456789abcdef" * 4
     return values
 
 
@@ -184,6 +192,7 @@ def test_every_configured_variable_is_a_real_setting(manifests: list[Manifest]) 
     names = set(config(manifests))
     for deployment in ("goodfellaz17", "goodfellaz17-worker"):
         names |= {e["name"] for e in container(manifests, deployment).get("env", [])}
+    names -= UVICORN_VARIABLES
     unknown = {n for n in names if n.removeprefix("GOODFELLAZ17_") not in fields}
     assert unknown == set(), "typos are silently ignored by the service: fix these names"
 
@@ -196,7 +205,6 @@ def test_the_pods_environment_loads_as_production_settings(
     deployment: str,
 ) -> None:
     env = effective_env(container(manifests, deployment), config(manifests), example_secret)
-    env["GOODFELLAZ17_API_KEYS"] = API_KEYS  # the example's placeholder is a real-looking key
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings()  # raises ConfigError on any bad value
@@ -218,7 +226,6 @@ def test_kubectl_set_env_applies_the_brake(
     assert deployment["spec"]["template"] != before
     braked = deployment["spec"]["template"]["spec"]["containers"][0]
     env = effective_env(braked, config(manifests), example_secret)
-    env["GOODFELLAZ17_API_KEYS"] = API_KEYS
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert load_settings().worker_enabled is False
@@ -241,7 +248,10 @@ def test_the_server_runs_serve_with_probes_on_the_health_endpoints(
         {"configMapRef": {"name": "goodfellaz17-config"}},
         {"secretRef": {"name": "goodfellaz17-secrets"}},
     ]
-    assert c["env"] == [{"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"}]
+    assert c["env"] == [
+        {"name": "GOODFELLAZ17_WORKER_ENABLED", "value": "true"},
+        {"name": "FORWARDED_ALLOW_IPS", "value": "*"},  # see the network policy test
+    ]
 
 
 def test_the_worker_deployment_runs_workers_only_and_starts_at_zero(
@@ -340,3 +350,105 @@ def test_the_servicemonitor_scrapes_server_and_worker_metrics_ports(
             "annotations"
         ]
         assert annotations["prometheus.io/port"] == config(manifests)["GOODFELLAZ17_METRICS_PORT"]
+
+
+# ---------------------------------------------------------------- network policies
+
+NAMESPACE = "goodfellaz17"
+INGRESS = Endpoint("10.244.2.5", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+PROMETHEUS = Endpoint("10.244.3.5", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+NEIGHBOUR = Endpoint("10.244.4.5", "default", {"app": "anything"})
+DEBUG_POD = Endpoint("10.244.1.99", NAMESPACE, {"app": "debug"})
+KUBE_DNS = Endpoint("10.244.0.10", "kube-system", {"k8s-app": "kube-dns"})
+POSTGRES = Endpoint("10.244.5.5", NAMESPACE, {"app.kubernetes.io/name": "postgres"})
+
+
+def policies(manifests: list[Manifest]) -> list[dict[str, Any]]:
+    return [m.doc for m in manifests if m.kind == "NetworkPolicy"]
+
+
+def pod_of(manifests: list[Manifest], deployment: str, ip: str) -> Endpoint:
+    template = one(manifests, "Deployment", deployment)["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in container(manifests, deployment)["ports"]}
+    return Endpoint(ip, NAMESPACE, template["metadata"]["labels"], ports)
+
+
+def test_only_the_ingress_reaches_the_api_and_only_monitoring_the_metrics(
+    manifests: list[Manifest],
+) -> None:
+    server = pod_of(manifests, "goodfellaz17", "10.244.1.10")
+    worker = pod_of(manifests, "goodfellaz17-worker", "10.244.1.11")
+    expected = [
+        (INGRESS, server, 8080, True),
+        (PROMETHEUS, server, 9464, True),
+        (PROMETHEUS, worker, 9464, True),
+        (INGRESS, server, 9464, False),  # the key-less metrics port
+        (PROMETHEUS, server, 8080, False),
+        (INGRESS, worker, 8080, False),
+        (NEIGHBOUR, server, 8080, False),
+        (NEIGHBOUR, server, 9464, False),
+        (NEIGHBOUR, worker, 9464, False),
+        (DEBUG_POD, server, 9464, False),  # the same namespace is no exception
+        (DEBUG_POD, server, 8080, False),
+        (server, worker, 9464, False),
+    ]
+    # So the server may trust X-Forwarded-For from whoever reaches its http
+    # port (FORWARDED_ALLOW_IPS="*"): only the ingress controller can.
+    found = [
+        (
+            s.labels,
+            t.labels,
+            port,
+            network_allows(policies(manifests), source=s, target=t, port=port),
+        )
+        for s, t, port, _ in expected
+    ]
+    assert found == [(s.labels, t.labels, port, ok) for s, t, port, ok in expected]
+
+
+@pytest.mark.parametrize("deployment", ["goodfellaz17", "goodfellaz17-worker"])
+def test_pods_reach_out_only_to_dns_the_database_and_public_https(
+    manifests: list[Manifest], deployment: str
+) -> None:
+    me = pod_of(manifests, deployment, "10.244.1.12")
+    outside = [
+        (KUBE_DNS, 53, "UDP", True),
+        (KUBE_DNS, 53, "TCP", True),
+        (POSTGRES, 5432, "TCP", True),
+        (Endpoint("203.0.113.10"), 443, "TCP", True),  # a webhook receiver
+        (Endpoint("2a00:1450:4001:80b::200e"), 443, "TCP", True),
+        (Endpoint("203.0.113.10"), 80, "TCP", False),
+        (Endpoint("169.254.169.254"), 443, "TCP", False),  # cloud metadata
+        (Endpoint("169.254.169.254"), 80, "TCP", False),
+        (Endpoint("10.96.0.1"), 443, "TCP", False),  # the Kubernetes API service
+        (Endpoint("10.0.0.1"), 6443, "TCP", False),
+        (Endpoint("172.20.0.5"), 443, "TCP", False),
+        (Endpoint("192.168.1.10"), 443, "TCP", False),
+        (Endpoint("100.64.0.1"), 443, "TCP", False),
+        (Endpoint("127.0.0.1"), 443, "TCP", False),
+        (Endpoint("fd00::1"), 443, "TCP", False),
+        (Endpoint("fe80::1"), 443, "TCP", False),
+        (NEIGHBOUR, 443, "TCP", False),  # pods are private addresses
+        (Endpoint("10.244.0.10", "kube-system", {"k8s-app": "other"}), 53, "UDP", False),
+        (POSTGRES, 5433, "TCP", False),
+    ]
+    for target, port, protocol, ok in outside:
+        allowed = network_allows(
+            policies(manifests), source=me, target=target, port=port, protocol=protocol
+        )
+        assert allowed is ok, (target, port, protocol)
+
+
+def test_every_pod_starts_from_deny_all(manifests: list[Manifest]) -> None:
+    deny = one(manifests, "NetworkPolicy", "goodfellaz17-default-deny")["spec"]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    for deployment in ("goodfellaz17", "goodfellaz17-worker"):
+        labels = one(manifests, "Deployment", deployment)["spec"]["template"]["metadata"]
+        assert deny["podSelector"]["matchLabels"].items() <= labels["labels"].items()
+    # Without any policy the same evaluation lets everything through: the
+    # checks above are the policies' doing, not the evaluator's.
+    server = pod_of(manifests, "goodfellaz17", "10.244.1.10")
+    assert network_allows([], source=NEIGHBOUR, target=server, port=9464)
+    assert network_allows([], source=server, target=Endpoint("169.254.169.254"), port=80)

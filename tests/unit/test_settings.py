@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from goodfellaz17.settings import ConfigError, Role, load_settings, parse_api_keys
+from tests.deploy_manifests import K8S
 
 
 def test_defaults_match_the_contract() -> None:
@@ -73,3 +75,88 @@ def test_backoff_bounds_must_be_ordered(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("GOODFELLAZ17_BACKOFF_MAX_SECONDS", "1")
     with pytest.raises(ConfigError, match="GOODFELLAZ17_BACKOFF_MAX_SECONDS"):
         load_settings()
+
+
+# ---------------------------------------------------------------- production refuses unsafe values
+
+STRONG_KEY = "k" * 24
+SESSION_SECRET = "s" * 48
+
+
+def _production(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    values = {
+        "GOODFELLAZ17_ENV": "production",
+        "GOODFELLAZ17_API_KEYS": f"{STRONG_KEY}:operator",
+        "GOODFELLAZ17_SESSION_SECRET": SESSION_SECRET,
+    }
+    for name, value in {**values, **env}.items():
+        monkeypatch.setenv(name, value)
+
+
+def _refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    _production(monkeypatch, **env)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_safe_production_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    _production(monkeypatch)
+    settings = load_settings()
+    assert settings.is_production
+    assert settings.session_secret is not None
+    assert SESSION_SECRET not in repr(settings)
+
+
+def test_production_refuses_the_example_secrets_placeholder_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"]
+    placeholder = example["GOODFELLAZ17_API_KEYS"]
+    message = _refusal(monkeypatch, GOODFELLAZ17_API_KEYS=placeholder)
+    assert message.startswith("GOODFELLAZ17_API_KEYS:")
+    assert "placeholder" in message
+    assert placeholder.rpartition(":")[0] not in message, "the key itself is never echoed"
+    message = _refusal(
+        monkeypatch, GOODFELLAZ17_API_KEYS=f"{STRONG_KEY}:operator,changeme-0123456789abcd:read"
+    )
+    assert message.startswith("GOODFELLAZ17_API_KEYS:")
+
+
+def test_production_refuses_webhooks_without_tls_verification(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = _refusal(monkeypatch, GOODFELLAZ17_WEBHOOK_VERIFY_TLS="false")
+    assert message.startswith("GOODFELLAZ17_WEBHOOK_VERIFY_TLS:")
+
+
+@pytest.mark.parametrize("env", ["production", "development"])
+def test_a_key_listed_twice_is_refused(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    # With two roles the last one used to win silently.
+    message = _refusal(
+        monkeypatch,
+        GOODFELLAZ17_ENV=env,
+        GOODFELLAZ17_API_KEYS=f"{STRONG_KEY}:read,other-key-0123456789:orders,{STRONG_KEY}:operator",
+    )
+    assert message.startswith("GOODFELLAZ17_API_KEYS:")
+    assert "entries 1 and 3" in message
+    assert STRONG_KEY not in message
+
+
+def test_production_needs_a_strong_session_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    _production(monkeypatch)
+    monkeypatch.delenv("GOODFELLAZ17_SESSION_SECRET")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("GOODFELLAZ17_SESSION_SECRET:")
+    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"]
+    for weak in ("short", example["GOODFELLAZ17_SESSION_SECRET"]):
+        message = _refusal(monkeypatch, GOODFELLAZ17_SESSION_SECRET=weak)
+        assert message.startswith("GOODFELLAZ17_SESSION_SECRET:")
+        assert weak not in message
+
+
+def test_development_needs_no_session_secret() -> None:
+    assert load_settings().session_secret is None  # generated in the data folder instead

@@ -25,6 +25,7 @@ from goodfellaz17.api.routes import (
     admin_orders,
     capacity,
     chaos,
+    docs,
     health,
     invariants,
     nodes,
@@ -60,6 +61,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
 
         registry = new_process_registry()
         worker_metrics(registry)  # the contract's counters exist (at 0) even without a worker
+        ctx.count_auth_failures_in(registry)
         ctx.metrics = MetricsExporter(
             registry,
             DatabaseGaugeCollector(repo, stale_after_seconds=settings.worker_stale_after_seconds),
@@ -105,12 +107,17 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
         version=__version__,
         description="A durable order delivery engine. Every /api/ path needs X-Api-Key.",
         lifespan=lifespan,
+        # Served by routes/docs.py, behind GOODFELLAZ17_API_DOCS.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(
         RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes, json_prefixes=("/api/",)
     )
     app.add_middleware(AccessLogMiddleware)  # outermost: sees every answer, even a 413
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(orders.router)
     app.include_router(workers.router)

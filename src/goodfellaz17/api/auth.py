@@ -1,4 +1,5 @@
-"""API keys and roles: constant-time checks, keys never echoed or logged.
+"""API keys and roles: constant-time checks, keys never echoed or logged,
+and guessing slowed down per client address.
 
 Roles nest: `operator` may do everything, `orders` may create and read
 orders, `read` may only read.
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from goodfellaz17.settings import ApiKey, Role
@@ -22,7 +27,18 @@ GRANTS: dict[Role, frozenset[Role]] = {
 @dataclass(frozen=True, slots=True)
 class Principal:
     role: Role
-    key_id: str  # a short fingerprint of the key, safe to log
+    # 32 hex digits of the key's SHA-256: names what the key owns (its
+    # idempotency keys). Never the key, and too long to guess it from.
+    fingerprint: str
+
+    @property
+    def key_id(self) -> str:
+        """A short fingerprint of the key, safe to log."""
+        return self.fingerprint[:8]
+
+    @property
+    def idempotency_scope(self) -> str:
+        return f"key:{self.fingerprint}"
 
     @property
     def actor(self) -> str:
@@ -34,6 +50,10 @@ class Principal:
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def key_fingerprint(digest: bytes) -> str:
+    return digest.hex()[:32]
 
 
 class KeyRing:
@@ -56,4 +76,73 @@ class KeyRing:
                 match = role
         if match is None:
             return None
-        return Principal(role=match, key_id=digest.hex()[:8])
+        return Principal(role=match, fingerprint=key_fingerprint(digest))
+
+
+# ---------------------------------------------------------------- throttling guesses
+
+MAX_TRACKED_ADDRESSES = 10_000
+
+
+def client_address_key(host: str | None) -> str:
+    """Who is guessing: the client's IPv4 address, or its IPv6 /64 (whoever
+    holds one IPv6 address usually holds the whole network)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class AuthThrottle:
+    """Failed authentication per client address, as a token bucket: `burst`
+    failures at once, then one more every `refill_seconds`. Only failures
+    take a token; while an address has none, every attempt from it waits
+    (a right key too, or guessing would simply go on).
+
+    In memory, per process: at most `max_addresses` buckets (the least
+    recently failing are forgotten first), so no flood of addresses can grow
+    it without bound. Several replicas each keep their own count.
+    """
+
+    def __init__(
+        self,
+        burst: int,
+        refill_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = MAX_TRACKED_ADDRESSES,
+    ) -> None:
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self.clock = clock
+        self.max_addresses = max_addresses
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, address: str, now: float) -> float:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return float(self.burst)
+        tokens, at = bucket
+        return min(float(self.burst), tokens + (now - at) / self.refill_seconds)
+
+    def wait_seconds(self, address: str) -> float:
+        """0 when `address` may try now, else how long until it may."""
+        tokens = self._tokens(address, self.clock())
+        return 0.0 if tokens >= 1 else (1 - tokens) * self.refill_seconds
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        self._buckets[address] = (max(self._tokens(address, now) - 1, 0.0), now)
+        self._buckets.move_to_end(address)
+        while len(self._buckets) > self.max_addresses:
+            self._buckets.popitem(last=False)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from goodfellaz17.api.app import create_app
+from goodfellaz17.api.server import uvicorn_config
 from goodfellaz17.db.migrate import apply_migrations
 from goodfellaz17.db.pool import DatabaseLocation, open_pool
 from goodfellaz17.db.repository import Repository
@@ -88,12 +89,8 @@ async def _run(settings: Settings, options: DemoOptions, url: str, console: Cons
         repo = Repository(pool)
         await repo.node_upsert("simulated", DEMO_NODE, capacity_per_hour=options.rate * 3600)
         server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, url, run_worker=True),
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
+            uvicorn_config(
+                create_app(settings, url, run_worker=True), host=settings.host, port=settings.port
             )
         )
         serving = asyncio.create_task(server.serve())

@@ -36,21 +36,25 @@ def invariants_check(
     from goodfellaz17.api import schemas
     from goodfellaz17.services import invariants
 
+    cli = invariants.CheckSource.CLI
     if sum((order_id is not None, check_all, orphans)) > 1:
         fail("give one of ORDER_ID, --all or --orphans")
     settings = settings_or_exit()
     if order_id is not None:
         oid = parse_uuid(order_id, "ORDER_ID")
-        checked = run_with_repo(settings, lambda repo: invariants.check_order(repo, oid))
+        checked = run_with_repo(
+            settings, lambda repo: invariants.check_order(repo, oid, source=cli)
+        )
         data = api_json(schemas.OrderInvariantsResponse, checked)
         rows, columns = data["checks"], ["name", "expected", "actual", "passed"]
     elif orphans:
-        found = run_with_repo(settings, lambda repo: invariants.check_orphans(repo))
+        found = run_with_repo(settings, lambda repo: invariants.check_orphans(repo, source=cli))
         data = api_json(schemas.OrphansResponse, found)
         rows = data["orphans"]
         columns = ["taskId", "orderId", "leaseOwner", "leaseExpiresAt", "overdueSeconds"]
     else:
-        overall = run_with_repo(settings, lambda repo: invariants.check_all(repo))
+        # An operator's check feeds the alerts (the runbook's InvariantCheckStale fix).
+        overall = run_with_repo(settings, lambda repo: invariants.check_all(repo, source=cli))
         data = api_json(schemas.GlobalInvariantsResponse, overall)
         rows, columns = data["violations"], ["orderId", "check", "expected", "actual"]
     if as_json:

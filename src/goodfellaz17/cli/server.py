@@ -45,10 +45,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port [GOODFELLAZ17_PORT]")] = None,
 ) -> None:
     """Run the HTTP API and (unless GOODFELLAZ17_WORKER_ENABLED=false) a worker."""
-    import uvicorn
-
     from goodfellaz17.api.app import create_app
-    from goodfellaz17.api.server import GracefulServer
+    from goodfellaz17.api.server import GracefulServer, uvicorn_config
     from goodfellaz17.db.migrate import apply_migrations
     from goodfellaz17.logs import configure_logging, get_logger
 
@@ -71,12 +69,10 @@ def serve(
     get_logger(__name__).info(
         "serving", host=settings.host, port=settings.port, embedded_db=location.is_embedded
     )
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(settings, url),
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        access_log=False,
         timeout_graceful_shutdown=int(settings.worker_grace_period_seconds) + 5,
     )
     try:

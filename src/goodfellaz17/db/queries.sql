@@ -10,13 +10,19 @@
 
 -- name: order_create
 -- The order and all its tasks in one statement (one round trip, one
--- transaction). With an idempotency key already used, nothing is inserted and
--- no row comes back.
+-- transaction). With an idempotency key already used in the caller's scope
+-- (or before keys had scopes: 'legacy', migration 0010), nothing is inserted
+-- and no row comes back.
 WITH new_order AS (
-    INSERT INTO orders (quantity, target, backend, task_count, idempotency_key, request_hash)
-    VALUES (%(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
-            %(idempotency_key)s, %(request_hash)s)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    INSERT INTO orders (quantity, target, backend, task_count, idempotency_scope,
+                        idempotency_key, request_hash)
+    SELECT %(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
+           CASE WHEN %(idempotency_key)s::text IS NOT NULL THEN %(idempotency_scope)s END,
+           %(idempotency_key)s, %(request_hash)s
+    WHERE NOT EXISTS (SELECT 1 FROM orders
+                      WHERE idempotency_scope = 'legacy'
+                        AND idempotency_key = %(idempotency_key)s)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
     RETURNING *
 ), new_tasks AS (
     -- The order joins the queue at its front, its tasks in runs
@@ -38,7 +44,13 @@ FROM new_order o;
 SELECT * FROM orders WHERE id = %(order_id)s;
 
 -- name: order_get_by_idempotency_key
-SELECT * FROM orders WHERE idempotency_key = %(idempotency_key)s;
+-- The order a caller created with this key (or one from before keys had
+-- scopes, which every caller matches).
+SELECT * FROM orders
+WHERE idempotency_key = %(idempotency_key)s
+  AND idempotency_scope IN (%(idempotency_scope)s, 'legacy')
+ORDER BY idempotency_scope = 'legacy'
+LIMIT 1;
 
 -- name: order_list
 SELECT * FROM orders
@@ -451,29 +463,85 @@ SELECT (SELECT count(*) FROM orders) AS orders_checked,
                        LIMIT %(max_violations)s) v), '[]'::jsonb) AS violations;
 
 -- name: invariant_log_order
-INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks, orders_checked,
-                                 duration_ms)
-VALUES (%(order_id)s, %(scope)s, %(passed)s, %(failed_checks)s, %(checks)s, %(orders_checked)s,
-        %(duration_ms)s)
-RETURNING check_timestamp;
+-- Log a single-order check, unless the order's latest check within
+-- `dedupe_seconds` had the same outcome: asking again and again (a read key
+-- can) adds no row until something changes or the window passes. Returns the
+-- time of the check either way (invariant_check_log_order_idx).
+WITH latest AS (
+    SELECT passed, failed_checks
+    FROM invariant_check_log
+    WHERE order_id = %(order_id)s
+      AND check_timestamp > now() - make_interval(secs => %(dedupe_seconds)s)
+    ORDER BY check_timestamp DESC
+    LIMIT 1
+), logged AS (
+    INSERT INTO invariant_check_log (order_id, scope, source, passed, failed_checks, checks,
+                                     orders_checked, duration_ms)
+    SELECT %(order_id)s, 'ORDER', %(source)s, %(passed)s, %(failed_checks)s, %(checks)s, 1,
+           %(duration_ms)s
+    WHERE NOT EXISTS (SELECT 1 FROM latest
+                      WHERE passed = %(passed)s AND failed_checks = %(failed_checks)s::text[])
+)
+SELECT now() AS check_timestamp;
+
+-- name: invariant_log_orphans
+-- Log an orphan check under its own scope (never GLOBAL: the alerts read
+-- GLOBAL), deduplicated like invariant_log_order. The latest rows without an
+-- order come first in invariant_check_log_order_idx.
+WITH latest AS (
+    SELECT passed, failed_checks
+    FROM invariant_check_log
+    WHERE order_id IS NULL AND scope = 'ORPHANS'
+      AND check_timestamp > now() - make_interval(secs => %(dedupe_seconds)s)
+    ORDER BY check_timestamp DESC
+    LIMIT 1
+), logged AS (
+    INSERT INTO invariant_check_log (order_id, scope, source, passed, failed_checks, checks,
+                                     orders_checked, duration_ms)
+    SELECT NULL, 'ORPHANS', %(source)s, %(passed)s, %(failed_checks)s, %(checks)s,
+           %(orders_checked)s, %(duration_ms)s
+    WHERE NOT EXISTS (SELECT 1 FROM latest
+                      WHERE passed = %(passed)s AND failed_checks = %(failed_checks)s::text[])
+)
+SELECT now() AS check_timestamp;
 
 -- name: invariant_log_global
--- One GLOBAL row, plus one row per violating order so that the runbook's
--- per-order query shows global failures too.
+-- One GLOBAL row, plus one row for each of the first `max_order_rows`
+-- violating orders (by id) so that the runbook's per-order query shows
+-- global failures too: a failing check writes a bounded number of rows
+-- however many orders are broken. `source` says who ran the check.
 WITH per_order AS (
-    INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks,
+    INSERT INTO invariant_check_log (order_id, scope, source, passed, failed_checks, checks,
                                      orders_checked, duration_ms)
-    SELECT (v ->> 'orderId')::uuid, 'GLOBAL', false, array_agg(DISTINCT v ->> 'check'),
-           jsonb_agg(v), 1, %(duration_ms)s
-    FROM jsonb_array_elements(%(violations)s::jsonb) v
-    GROUP BY v ->> 'orderId'
+    SELECT o.order_id, 'GLOBAL', %(source)s, false, o.failed, o.checks, 1, %(duration_ms)s
+    FROM (SELECT (v ->> 'orderId')::uuid AS order_id,
+                 array_agg(DISTINCT v ->> 'check') AS failed, jsonb_agg(v) AS checks
+          FROM jsonb_array_elements(%(violations)s::jsonb) v
+          GROUP BY 1
+          ORDER BY 1
+          LIMIT %(max_order_rows)s) o
 )
-INSERT INTO invariant_check_log (order_id, scope, passed, failed_checks, checks, orders_checked,
-                                 duration_ms)
-VALUES (NULL, 'GLOBAL', %(passed)s,
+INSERT INTO invariant_check_log (order_id, scope, source, passed, failed_checks, checks,
+                                 orders_checked, violation_count, duration_ms)
+VALUES (NULL, 'GLOBAL', %(source)s, %(passed)s,
         ARRAY(SELECT DISTINCT v ->> 'check' FROM jsonb_array_elements(%(violations)s::jsonb) v),
-        %(violations)s::jsonb, %(orders_checked)s, %(duration_ms)s)
+        %(violations)s::jsonb, %(orders_checked)s, %(violation_count)s, %(duration_ms)s)
 RETURNING check_timestamp;
+
+-- name: invariant_global_lock
+-- Held by a global check asked for over the API until its transaction ends:
+-- concurrent requests wait for it, then reuse its result.
+SELECT pg_advisory_xact_lock(%(lock_id)s);
+
+-- name: invariant_global_latest
+-- The latest full global check (any source) at most `max_age_seconds` old,
+-- or no row (invariant_check_log_global_idx).
+SELECT check_timestamp, passed, checks, orders_checked, violation_count, duration_ms, source
+FROM invariant_check_log
+WHERE scope = 'GLOBAL' AND order_id IS NULL
+  AND check_timestamp > now() - make_interval(secs => %(max_age_seconds)s)
+ORDER BY check_timestamp DESC
+LIMIT 1;
 
 -- name: invariant_orphans
 -- Tasks EXECUTING past their lease (their worker died or hung). Only looks:
@@ -556,7 +624,10 @@ ORDER BY 1;
 -- index (PENDING + FAILED_RETRYING) minus the retry index (FAILED_RETRYING)
 -- because neither index holds the status column. The thresholds (5 minutes,
 -- 2 and 4 hours) are the contract's alert thresholds. Invariant violations
--- come from the latest GLOBAL check, never from running the check here.
+-- come from the latest full GLOBAL check by the periodic monitor or an
+-- operator's CLI (never from one asked for over the API, whatever the key:
+-- a read key must not change what an alert sees), never from running the
+-- check here.
 SELECT
     (SELECT count(*) FROM order_tasks
       WHERE status IN ('PENDING', 'FAILED_RETRYING'))                      AS tasks_waiting,
@@ -599,7 +670,7 @@ LEFT JOIN LATERAL (
     SELECT check_timestamp,
            CASE WHEN passed THEN 0 ELSE jsonb_array_length(checks) END AS invariant_violations
       FROM invariant_check_log
-     WHERE scope = 'GLOBAL' AND order_id IS NULL
+     WHERE scope = 'GLOBAL' AND order_id IS NULL AND source IN ('MONITOR', 'CLI')
      ORDER BY check_timestamp DESC
      LIMIT 1) i ON true;
 
@@ -665,10 +736,11 @@ CROSS JOIN (SELECT count(*) FILTER (WHERE enabled AND (circuit_state <> 'OPEN'
                    count(*)                                                  AS nodes_total
               FROM nodes) n
 LEFT JOIN LATERAL (
+    -- What the alert sees (as in metrics_gauges): monitor and CLI checks only.
     SELECT check_timestamp, passed,
            CASE WHEN passed THEN 0 ELSE jsonb_array_length(checks) END AS violations
       FROM invariant_check_log
-     WHERE scope = 'GLOBAL' AND order_id IS NULL
+     WHERE scope = 'GLOBAL' AND order_id IS NULL AND source IN ('MONITOR', 'CLI')
      ORDER BY check_timestamp DESC
      LIMIT 1) i ON true;
 
@@ -696,3 +768,51 @@ FROM operator_actions
 WHERE order_id = %(order_id)s
 ORDER BY created_at DESC
 LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------- console sessions
+
+-- name: console_session_open
+-- A new console session. Expired sessions are swept on the way, so the table
+-- holds the live ones plus those that expired since the last login.
+WITH swept AS (
+    DELETE FROM console_sessions
+    WHERE created_at <= now() - make_interval(secs => %(max_seconds)s)
+       OR last_seen_at <= now() - make_interval(secs => %(idle_seconds)s)
+)
+INSERT INTO console_sessions (id_hash, key_binding)
+VALUES (%(id_hash)s, %(key_binding)s)
+RETURNING created_at;
+
+-- name: console_session_get
+-- The key binding of a live session (no row: unknown, logged out, idle too
+-- long or past its lifetime). With `touch`, a session last seen more than
+-- `touch_after_seconds` ago is marked seen now: an operator's click keeps it
+-- alive, a page's auto-refresh (touch false) does not, and a busy operator
+-- costs one write a minute, not one per request.
+WITH live AS (
+    SELECT id_hash, key_binding, last_seen_at
+    FROM console_sessions
+    WHERE id_hash = %(id_hash)s
+      AND created_at > now() - make_interval(secs => %(max_seconds)s)
+      AND last_seen_at > now() - make_interval(secs => %(idle_seconds)s)
+), touched AS (
+    UPDATE console_sessions s SET last_seen_at = now()
+    FROM live
+    WHERE %(touch)s AND s.id_hash = live.id_hash
+      AND live.last_seen_at < now() - make_interval(secs => %(touch_after_seconds)s)
+)
+SELECT key_binding FROM live;
+
+-- name: console_session_delete
+DELETE FROM console_sessions WHERE id_hash = %(id_hash)s;
+
+-- name: console_session_flash_set
+UPDATE console_sessions SET flash = %(flash)s WHERE id_hash = %(id_hash)s;
+
+-- name: console_session_flash_take
+-- The session's notice for `path`, cleared as it is read: shown once.
+UPDATE console_sessions s SET flash = NULL
+FROM (SELECT id_hash, flash FROM console_sessions
+      WHERE id_hash = %(id_hash)s FOR UPDATE) old
+WHERE s.id_hash = old.id_hash AND old.flash ->> 'path' = %(path)s
+RETURNING old.flash ->> 'message' AS message;

@@ -18,6 +18,7 @@
 --   6. chaos injection
 --   7. operator actions
 --   8. invariants: the check log and the one definition of the invariants
+--   9. console sessions
 --
 -- The hot statements (task_claim_batch, task_record_outcomes,
 -- order_tasks_apply_changes) are functions planned without sequential or
@@ -42,12 +43,19 @@ CREATE TABLE orders (
     target                  text        NOT NULL CHECK (length(target) BETWEEN 1 AND 512),
     backend                 text        NOT NULL CHECK (backend ~ '^[a-z][a-z0-9_-]{0,31}$'),
     task_count              integer     NOT NULL CHECK (task_count > 0),
-    idempotency_key         text        UNIQUE CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    idempotency_key         text        CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     request_hash            text,
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
     started_at              timestamptz,
-    completed_at            timestamptz
+    completed_at            timestamptz,
+    -- Idempotency keys belong to whoever used them (migration 0010): the
+    -- calling API key's fingerprint (`key:<32 hex>`), `cli` for the command
+    -- line, `legacy` for keys from before scopes (every caller matches those).
+    idempotency_scope       text        CHECK (length(idempotency_scope) BETWEEN 1 AND 200),
+    CONSTRAINT orders_idempotency_scope_present
+        CHECK ((idempotency_key IS NULL) = (idempotency_scope IS NULL)),
+    CONSTRAINT orders_idempotency_scope_key_key UNIQUE (idempotency_scope, idempotency_key)
 );
 
 -- Listing, newest first (order_list's keyset pagination).
@@ -592,15 +600,25 @@ CREATE TABLE invariant_check_log (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_id         uuid,
     check_timestamp  timestamptz NOT NULL DEFAULT now(),
-    scope            text        NOT NULL CHECK (scope IN ('ORDER', 'GLOBAL')),
+    -- ORPHANS: the orphan check, which never counts as a global check.
+    scope            text        NOT NULL CHECK (scope IN ('ORDER', 'GLOBAL', 'ORPHANS')),
     passed           boolean     NOT NULL,
     failed_checks    text[]      NOT NULL DEFAULT '{}',
     checks           jsonb       NOT NULL DEFAULT '[]'::jsonb,
     orders_checked   integer     NOT NULL DEFAULT 0,
-    duration_ms      double precision
+    duration_ms      double precision,
+    -- Who ran it: the alerts read only MONITOR and CLI global checks.
+    source           text        NOT NULL DEFAULT 'API'
+                                 CONSTRAINT invariant_check_log_source_check
+                                 CHECK (source IN ('MONITOR', 'CLI', 'API')),
+    -- A global check lists at most 1,000 violations; this is how many it found.
+    violation_count  integer     CHECK (violation_count >= 0)
 );
 CREATE INDEX invariant_check_log_order_idx ON invariant_check_log (order_id, check_timestamp DESC);
 CREATE INDEX invariant_check_log_time_idx ON invariant_check_log (check_timestamp DESC);
+-- The latest full global check (the metric, the console, the API's reuse).
+CREATE INDEX invariant_check_log_global_idx ON invariant_check_log (check_timestamp DESC)
+    WHERE scope = 'GLOBAL' AND order_id IS NULL;
 
 CREATE VIEW v_order_invariants AS
 WITH per_order AS (
@@ -664,3 +682,21 @@ SELECT
     CASE WHEN v.orders_currently_violating = 0 THEN 'HEALTHY' ELSE 'VIOLATED' END AS status
 FROM (SELECT count(DISTINCT order_id) AS orders_currently_violating
         FROM v_order_invariants WHERE NOT passed) v;
+
+
+-- ===========================================================================
+-- 9. Console sessions: server-side, so logout, idle timeout and lifetime end
+-- them. The cookie holds a random id; only its SHA-256 is kept here.
+-- `key_binding` says which configured key opened it (an HMAC under the
+-- session secret); `flash` is a one-shot notice for one page.
+-- ===========================================================================
+
+CREATE TABLE console_sessions (
+    id_hash       text        PRIMARY KEY CHECK (id_hash ~ '^[0-9a-f]{64}$'),
+    key_binding   text        NOT NULL CHECK (length(key_binding) BETWEEN 16 AND 128),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    last_seen_at  timestamptz NOT NULL DEFAULT now(),
+    flash         jsonb
+);
+-- The sweep of expired sessions at each login.
+CREATE INDEX console_sessions_created_at_idx ON console_sessions (created_at);

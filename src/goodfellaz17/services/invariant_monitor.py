@@ -1,7 +1,8 @@
 """The periodic global invariant check behind `delivery_invariant_violations`.
 
 /metrics must stay cheap, so it never runs the check: it reads the latest
-GLOBAL row of invariant_check_log. This service writes those rows, every
+GLOBAL row of invariant_check_log written by this monitor (source MONITOR) or
+an operator's CLI. This service writes those rows, every
 GOODFELLAZ17_INVARIANT_CHECK_INTERVAL_SECONDS, from each API process. It must
 never stop the process: database outages and bugs are logged and the next
 round tries again.
@@ -17,7 +18,7 @@ import psycopg_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import get_logger
 from goodfellaz17.periodic import periodic
-from goodfellaz17.services.invariants import GlobalCheck, check_all
+from goodfellaz17.services.invariants import CheckSource, GlobalCheck, check_all
 
 log = get_logger(__name__)
 
@@ -31,7 +32,7 @@ class InvariantMonitor:
 
     async def run_once(self) -> GlobalCheck:
         """Check every order once, log the outcome, return the check's result."""
-        result = await check_all(self.repo)
+        result = await check_all(self.repo, source=CheckSource.MONITOR)
         if result.passed:
             log.debug(
                 "invariant check passed",

@@ -1,7 +1,14 @@
 """Invariant checks for one order or all orders, logged to invariant_check_log.
 
 The checks are defined once, in the `v_order_invariants` view; this module
-runs them, returns typed results and records that the check happened. The
+runs them, returns typed results and records that the check happened, and who
+asked (`CheckSource`). The InvariantViolation and InvariantCheckStale alerts
+read only full global checks by the periodic monitor or an operator's CLI:
+nothing asked for over the API, by any key, changes what they see. Checks
+asked for over the API write a bounded number of rows: a recent global check
+is reused, a repeated single-order or orphan check with the same outcome is
+not logged again, and a failing global check logs at most
+MAX_ORDER_ROWS_PER_GLOBAL_CHECK orders. The
 JSON it stores in invariant_check_log (`checks`, `violations`) keeps its own
 field names: the log query and operators' SQL read them.
 """
@@ -13,15 +20,28 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from goodfellaz17.db.pool import AsyncConn
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.domain.invariants import CHECKS
 from goodfellaz17.errors import InvalidInput, NotFound
 
 ORPHAN_CHECK = "no_task_executing_past_its_lease"
+MAX_ORDER_ROWS_PER_GLOBAL_CHECK = 100
+# pg_advisory_xact_lock key of a global check asked for over the API.
+GLOBAL_CHECK_LOCK_ID = 0x6766_696E_7663  # "gfinvc": arbitrary, fixed
+
+
+class CheckSource(StrEnum):
+    """Who ran a check (invariant_check_log.source)."""
+
+    MONITOR = "MONITOR"  # the API processes' periodic check: what the alerts read
+    CLI = "CLI"  # an operator at a shell: read by the alerts too
+    API = "API"  # asked for over HTTP, by any key: never read by the alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +127,15 @@ def describe_checks(rows: Sequence[Mapping[str, Any]]) -> list[InvariantCheck]:
     ]
 
 
-async def check_order(repo: Repository, order_id: uuid.UUID) -> OrderCheck:
+async def check_order(
+    repo: Repository,
+    order_id: uuid.UUID,
+    *,
+    source: CheckSource = CheckSource.API,
+    dedupe_seconds: float = 0,
+) -> OrderCheck:
+    """Check one order, live. Logged unless the order's latest logged check
+    within `dedupe_seconds` had the same outcome."""
     started = time.perf_counter()
     async with repo.transaction() as conn:
         rows = await repo.invariant_order_checks(conn, order_id)
@@ -119,51 +147,106 @@ async def check_order(repo: Repository, order_id: uuid.UUID) -> OrderCheck:
         checked_at = await repo.invariant_log_order(
             conn,
             order_id=order_id,
-            scope="ORDER",
+            source=source.value,
             passed=passed,
             failed_checks=[c.name for c in checks if not c.passed],
             checks=Jsonb([asdict(c) for c in checks]),
-            orders_checked=1,
             duration_ms=duration_ms,
+            dedupe_seconds=dedupe_seconds,
         )
     return OrderCheck(order_id, passed, checks, checked_at, round(duration_ms, 3))
 
 
-async def check_all(repo: Repository) -> GlobalCheck:
-    """Every order, every check, in one aggregate statement."""
-    started = time.perf_counter()
+async def check_all(repo: Repository, *, source: CheckSource = CheckSource.API) -> GlobalCheck:
+    """Every order not yet found exact, every check, in one statement; always run."""
     async with repo.transaction() as conn:
-        summary = await repo.invariant_global_summary(conn)
-        violations = [
-            Violation(
-                order_id=uuid.UUID(str(v["order_id"])),
-                check=v["check_name"],
-                expected=v["expected"],
-                actual=v["actual"],
-            )
-            for v in summary["violations"]
-        ]
-        duration_ms = (time.perf_counter() - started) * 1000
-        passed = not violations
-        checked_at = await repo.invariant_log_global(
-            conn,
-            passed=passed,
-            violations=Jsonb([v.as_logged() for v in violations]),
-            orders_checked=summary["orders_checked"],
-            duration_ms=duration_ms,
+        return await _run_global_check(repo, conn, source)
+
+
+async def recent_global_check(repo: Repository, *, max_age_seconds: float) -> GlobalCheck:
+    """The latest global check if at most `max_age_seconds` old, else a new
+    one (logged as API). Concurrent callers wait for the one running and
+    reuse its result, so however often it is asked for, the API runs at most
+    one global check per `max_age_seconds`."""
+    async with repo.transaction() as conn:
+        await repo.invariant_global_lock(conn, lock_id=GLOBAL_CHECK_LOCK_ID)
+        latest = await repo.invariant_global_latest(conn, max_age_seconds=max_age_seconds)
+        if latest is not None:
+            return _logged_global_result(latest)
+        return await _run_global_check(repo, conn, CheckSource.API)
+
+
+async def _run_global_check(repo: Repository, conn: AsyncConn, source: CheckSource) -> GlobalCheck:
+    started = time.perf_counter()
+    summary = await repo.invariant_global_summary(conn)
+    violations = [
+        Violation(
+            order_id=uuid.UUID(str(v["order_id"])),
+            check=v["check_name"],
+            expected=v["expected"],
+            actual=v["actual"],
         )
+        for v in summary["violations"]
+    ]
+    violation_count = int(summary["violation_count"])
+    duration_ms = (time.perf_counter() - started) * 1000
+    passed = not violations
+    checked_at = await repo.invariant_log_global(
+        conn,
+        source=source.value,
+        passed=passed,
+        violations=Jsonb([v.as_logged() for v in violations]),
+        orders_checked=summary["orders_checked"],
+        violation_count=violation_count,
+        duration_ms=duration_ms,
+        max_order_rows=MAX_ORDER_ROWS_PER_GLOBAL_CHECK,
+    )
     return GlobalCheck(
         passed=passed,
         orders_checked=summary["orders_checked"],
-        violation_count=int(summary["violation_count"]),
+        violation_count=violation_count,
         violations=violations,
         checked_at=checked_at,
         duration_ms=round(duration_ms, 3),
     )
 
 
-async def check_orphans(repo: Repository, *, limit: int = 1000) -> OrphanCheck:
-    """Tasks EXECUTING past their lease, oldest first (at most `limit` listed)."""
+def _logged_global_result(row: Mapping[str, Any]) -> GlobalCheck:
+    """A logged global check, answered as if it had just run."""
+    violations = (
+        []
+        if row["passed"]
+        else [
+            Violation(
+                order_id=uuid.UUID(str(v["orderId"])),
+                check=v["check"],
+                expected=v["expected"],
+                actual=v["actual"],
+            )
+            for v in row["checks"]
+        ]
+    )
+    count = row["violation_count"]
+    return GlobalCheck(
+        passed=bool(row["passed"]),
+        orders_checked=row["orders_checked"],
+        violation_count=len(violations) if count is None else int(count),
+        violations=violations,
+        checked_at=row["check_timestamp"],
+        duration_ms=round(float(row["duration_ms"] or 0.0), 3),
+    )
+
+
+async def check_orphans(
+    repo: Repository,
+    *,
+    limit: int = 1000,
+    source: CheckSource = CheckSource.API,
+    dedupe_seconds: float = 0,
+) -> OrphanCheck:
+    """Tasks EXECUTING past their lease, oldest first (at most `limit` listed).
+    Logged under scope ORPHANS, unless the latest orphan check within
+    `dedupe_seconds` had the same outcome."""
     if not 1 <= limit <= 10_000:
         raise InvalidInput("limit must be between 1 and 10000", field="limit")
     started = time.perf_counter()
@@ -187,10 +270,10 @@ async def check_orphans(repo: Repository, *, limit: int = 1000) -> OrphanCheck:
         count = int(rows[0]["total"]) if rows else 0
         passed = count == 0
         duration_ms = (time.perf_counter() - started) * 1000
-        checked_at = await repo.invariant_log_order(
+        checked_at = await repo.invariant_log_orphans(
             conn,
-            order_id=None,
-            scope="GLOBAL",
+            source=source.value,
+            dedupe_seconds=dedupe_seconds,
             passed=passed,
             failed_checks=[] if passed else [ORPHAN_CHECK],
             checks=Jsonb(

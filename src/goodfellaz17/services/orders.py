@@ -25,6 +25,9 @@ from goodfellaz17.settings import Settings
 
 MAX_TARGET_LENGTH = 512
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Idempotency keys are unique per scope: the calling API key's
+# (Principal.idempotency_scope), or this one for the command line.
+CLI_SCOPE = "cli"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +128,13 @@ async def create_order(
     target: str,
     backend: str = "simulated",
     idempotency_key: str | None = None,
+    idempotency_scope: str = CLI_SCOPE,
 ) -> CreatedOrder:
     """Validate, split into tasks and store order + tasks in one transaction.
 
     A repeated idempotency key with the same request returns the first order
-    (created=False); with a different request it is a Conflict.
+    (created=False); with a different request it is a Conflict. Keys are
+    the caller's own: the same key in another scope is another order.
     """
     validate_quantity(quantity, settings)
     validate_target(target)
@@ -142,6 +147,7 @@ async def create_order(
         target=target,
         backend=backend,
         sizes=sizes,
+        idempotency_scope=idempotency_scope,
         idempotency_key=idempotency_key,
         request_hash=fingerprint if idempotency_key else None,
         fair_share_seconds=FAIR_SHARE_SECONDS,
@@ -150,7 +156,7 @@ async def create_order(
     if row is not None:
         return CreatedOrder(order=Order.from_row(row), created=True)
     assert idempotency_key is not None
-    existing = await repo.order_get_by_idempotency_key(idempotency_key)
+    existing = await repo.order_get_by_idempotency_key(idempotency_key, scope=idempotency_scope)
     if existing is None:  # pragma: no cover - the conflicting row is committed
         raise Conflict("idempotency key is in use; retry", field="Idempotency-Key")
     if existing["request_hash"] != fingerprint:

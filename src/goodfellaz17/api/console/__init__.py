@@ -2,7 +2,8 @@
 
 Jinja2 templates and static files (CSS, a small script, an icon) ship inside
 this package and are served by the app itself: no CDN, no build step. The
-pages sign in with the same API keys as the API (see session.py), read
+pages sign in with the same API keys as the API into server-side sessions
+(see session.py), read
 through the same services, and act through the same service functions as
 the admin API. `install_console(app, settings)` is the one call
 create_app makes.
@@ -32,6 +33,7 @@ from goodfellaz17 import __version__
 from goodfellaz17.api.auth import KeyRing
 from goodfellaz17.api.console import fleet_actions, login, order_actions, pages, views
 from goodfellaz17.api.console.deps import ConsoleRefusal, ConsoleState, LoginRequired
+from goodfellaz17.api.console.secret import session_secret
 from goodfellaz17.api.console.session import SessionKeeper
 from goodfellaz17.settings import Settings
 
@@ -138,10 +140,14 @@ def _error_page(request: Request, status: int, title: str, message: str) -> HTML
 
 def install_console(app: FastAPI, settings: Settings) -> None:
     """Mount the console's routes and static files on `app`."""
-    app.state.console = ConsoleState(
-        sessions=SessionKeeper(settings.api_keys, KeyRing(settings.api_keys)),
-        templates=_templates(),
+    sessions = SessionKeeper(
+        settings.api_keys,
+        KeyRing(settings.api_keys),
+        session_secret(settings),
+        idle_seconds=settings.console_session_idle_seconds,
+        max_seconds=settings.console_session_max_seconds,
     )
+    app.state.console = ConsoleState(sessions=sessions, templates=_templates())
     app.add_exception_handler(LoginRequired, _on_login_required)
     app.add_exception_handler(ConsoleRefusal, _on_refusal)
     app.add_middleware(ConsoleHeadersMiddleware)

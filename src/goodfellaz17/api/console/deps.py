@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from goodfellaz17.api.console.session import ConsoleSession, SessionKeeper, csrf_matches
+from goodfellaz17.api.deps import Repo
 
 
 @dataclass
@@ -46,8 +47,14 @@ def get_console(request: Request) -> ConsoleState:
 Console = Annotated[ConsoleState, Depends(get_console)]
 
 
-async def signed_in(request: Request, console: Console) -> ConsoleSession:
-    session = console.sessions.session_of(request)
+# The partials a page fetches by itself every few seconds: reading them is
+# not the operator's activity, so it does not postpone the idle timeout.
+AUTO_REFRESH_PREFIX = "/console/partials/"
+
+
+async def signed_in(request: Request, console: Console, repo: Repo) -> ConsoleSession:
+    touch = not request.url.path.startswith(AUTO_REFRESH_PREFIX)
+    session = await console.sessions.session_of(request, repo, touch=touch)
     if session is None:
         raise LoginRequired
     request.state.console_session = session  # the templates show who is signed in

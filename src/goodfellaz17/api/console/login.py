@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from goodfellaz17.api.console.deps import Console, ConsoleState, SignedInForm
 from goodfellaz17.api.console.pages import render, safe_next, see_other
 from goodfellaz17.api.console.session import Transport, transport_of
+from goodfellaz17.api.deps import Context, Repo, Throttled
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -49,8 +50,10 @@ def _login_page(
 
 
 @router.get("/login", name="console_login")
-async def login_form(request: Request, cons: Console, next: str | None = None) -> Response:
-    if cons.sessions.session_of(request) is not None:
+async def login_form(
+    request: Request, cons: Console, repo: Repo, next: str | None = None
+) -> Response:
+    if await cons.sessions.session_of(request, repo) is not None:
         return see_other(safe_next(next))
     return _login_page(request, cons, safe_next(next))
 
@@ -59,6 +62,8 @@ async def login_form(request: Request, cons: Console, next: str | None = None) -
 async def login(
     request: Request,
     cons: Console,
+    ctx: Context,
+    repo: Repo,
     api_key: Annotated[str, Form(max_length=MAX_KEY_LENGTH)] = "",
     nonce: Annotated[str, Form(max_length=200)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/console",
@@ -80,8 +85,22 @@ async def login(
             error="The login form expired or was not sent from this console. Try again.",
             status_code=403,
         )
-    opened = cons.sessions.open(api_key.strip())
+    try:
+        ctx.refuse_if_throttled(request, "console")
+    except Throttled as throttled:
+        refusal = _login_page(
+            request,
+            cons,
+            next_url,
+            error="Too many failed attempts from this address. Try again in "
+            f"{throttled.retry_after_seconds} s.",
+            status_code=429,
+        )
+        refusal.headers["Retry-After"] = str(throttled.retry_after_seconds)
+        return refusal
+    opened = await cons.sessions.open(repo, api_key.strip())
     if opened is None:
+        ctx.record_auth_failure(request, "console", presented=bool(api_key.strip()))
         return _login_page(
             request, cons, next_url, error="That API key is not valid.", status_code=401
         )
@@ -93,7 +112,8 @@ async def login(
 
 
 @router.post("/logout", name="console_logout")
-async def logout(request: Request, _: SignedInForm, cons: Console) -> Response:
+async def logout(request: Request, session: SignedInForm, cons: Console, repo: Repo) -> Response:
+    await cons.sessions.close(repo, session)
     response = see_other("/console/login")
     cons.sessions.clear_session_cookie(response, request)
     return response

@@ -10,7 +10,6 @@ token and an operator key.
 
 from __future__ import annotations
 
-import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from goodfellaz17.api.console.deps import (
     ConsoleState,
     Viewer,
 )
-from goodfellaz17.api.console.pages import page, parse_order_id, refused, see_other
+from goodfellaz17.api.console.pages import done_notice, page, parse_order_id, refused, see_other
 from goodfellaz17.api.deps import Repo
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.errors import ServiceError
@@ -202,7 +201,9 @@ async def run_order_action(
         return await _confirm_page(
             request, cons, repo, oid, action, error=exc.message, status_code=exc.status_code
         )
-    query = urllib.parse.urlencode(
-        {"done": slug, "tasks": result.tasks_affected, "units": result.units_affected}
-    )
-    return see_other(f"/console/orders/{oid}?{query}")
+    # What was done is told on the order's page from the session, never from
+    # the query string (where anyone could write any "done" they like).
+    back = f"/console/orders/{oid}"
+    notice = done_notice(slug, tasks=result.tasks_affected, units=result.units_affected)
+    await cons.sessions.leave_notice(repo, session, back, notice)
+    return see_other(back)

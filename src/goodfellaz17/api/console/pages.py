@@ -155,11 +155,10 @@ async def orders_page(
 
 @router.get("/orders/{order_id}", name="console_order")
 async def order_page(
-    request: Request, order_id: str, _: Viewer, cons: Console, repo: Repo
+    request: Request, order_id: str, session: Viewer, cons: Console, repo: Repo
 ) -> HTMLResponse:
     context = await order_context(repo, parse_order_id(order_id))
-    done = request.query_params.get("done")
-    context["notice"] = done_notice(done, request.query_params) if done else None
+    context["notice"] = await cons.sessions.take_notice(repo, session, request.url.path)
     return await page(request, cons, repo, "order.html", context)
 
 
@@ -236,12 +235,6 @@ _DONE = {
 }
 
 
-def done_notice(action: str, params: Any) -> str | None:
-    template = _DONE.get(action)
-    if template is None:
-        return None
-    try:
-        tasks, units = int(params.get("tasks", "0")), int(params.get("units", "0"))
-    except ValueError:
-        return None
-    return template.format(tasks=f"{tasks:,}", units=f"{units:,}")
+def done_notice(action: str, *, tasks: int, units: int) -> str:
+    """What an order action did, in the operator's words."""
+    return _DONE[action].format(tasks=f"{tasks:,}", units=f"{units:,}")

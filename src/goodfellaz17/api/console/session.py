@@ -1,18 +1,24 @@
-"""Console sessions: a signed cookie opened with an API key, and its CSRF token.
+"""Console sessions: a random id in a signed cookie, the session itself in
+the database, and its CSRF token.
 
-The operator pastes an API key into the login form once; the console then
-keeps a session cookie that holds neither the key nor a plain hash of it:
-only a keyed hash (HMAC under the session secret) that names which
-configured key opened it, a random CSRF token, and the time it was issued,
-signed with itsdangerous. Every request re-checks the signature, the age
-(at most SESSION_MAX_AGE_SECONDS) and that the key is still configured, and
-takes the role from the configuration, so removing or changing a key ends
-its sessions at once.
+The operator pastes an API key into the login form once. The console then
+keeps a session cookie that holds neither the key nor anything derived from
+it: only a random session id, signed with itsdangerous under the session
+secret (so a forged or garbled cookie is refused without a database read).
+The session's row (`console_sessions`, keyed by the SHA-256 of the id) says
+which configured key opened it, as an HMAC under the same secret, and when it
+was opened and last used. Every request re-checks the signature, that the row
+exists (a logout deletes it), the idle timeout and the absolute lifetime (by
+the database's clock), and takes the role from the configuration, so
+removing a key ends its sessions at once and changing its role changes
+theirs. The CSRF token is an HMAC of the session id: it needs no storage and
+dies with the session.
 
-The session secret is derived from every configured key, so replicas with
-the same keys accept each other's sessions and a restart logs nobody out,
-while holding one key (say a read key) is not enough to forge a session.
-Rotating the keys rotates the secret.
+The secret is random (GOODFELLAZ17_SESSION_SECRET, required in production;
+generated once into the data folder in development, see secret.py), never
+derived from the API keys: a cookie, held by whoever it belongs to, gives no
+way to test guesses of other keys offline. Replicas that share the secret
+share sessions; changing it signs everybody out.
 
 Transport: the cookie is `Secure` (and named with the `__Host-` prefix)
 whenever the request came over https, including behind a TLS proxy that
@@ -26,6 +32,7 @@ This module never logs, and nothing it returns contains the key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -37,13 +44,16 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from goodfellaz17.api.auth import KeyRing, Principal
+from goodfellaz17.api.auth import KeyRing, Principal, key_fingerprint
+from goodfellaz17.db.repository import Repository
 from goodfellaz17.services.nodes import is_loopback
 from goodfellaz17.settings import ApiKey, Role
 
-SESSION_MAX_AGE_SECONDS = 8 * 3600
 LOGIN_FORM_MAX_AGE_SECONDS = 3600
-_SECRET_CONTEXT = b"goodfellaz17 console session secret v1"
+MAX_SESSION_ID_LENGTH = 100
+# A session's last use is recorded at most this often (and at most every
+# tenth of the idle timeout): a click costs a write once a minute at most.
+TOUCH_AFTER_SECONDS = 60.0
 
 
 class Transport(StrEnum):
@@ -72,6 +82,7 @@ LOGIN_COOKIE = "gf_console_login"
 class ConsoleSession:
     principal: Principal
     csrf_token: str
+    id_hash: str  # the row's key: the SHA-256 of the id in the cookie
 
     @property
     def may_act(self) -> bool:
@@ -82,60 +93,113 @@ def _key_digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
+def _id_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 class SessionKeeper:
     """Opens, reads and closes console sessions for one set of API keys."""
 
-    def __init__(self, keys: list[ApiKey], keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        keys: list[ApiKey],
+        keyring: KeyRing,
+        secret: bytes,
+        *,
+        idle_seconds: float,
+        max_seconds: float,
+    ) -> None:
         self._keyring = keyring
-        digests = sorted(_key_digest(k.secret) for k in keys)
-        self._secret = hmac.new(_SECRET_CONTEXT, b"".join(digests), hashlib.sha256).digest()
+        self._secret = secret
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
         self._bindings: dict[str, tuple[Role, str]] = {}
         for key in keys:
             digest = _key_digest(key.secret)
-            self._bindings[self._bind(digest)] = (key.role, digest.hex()[:8])
-        self._sessions = URLSafeTimedSerializer(self._secret, salt="console-session")
-        self._logins = URLSafeTimedSerializer(self._secret, salt="console-login")
+            self._bindings[self._bind(digest)] = (key.role, key_fingerprint(digest))
+        self._sessions = URLSafeTimedSerializer(secret, salt="console-session")
+        self._logins = URLSafeTimedSerializer(secret, salt="console-login")
 
     def _bind(self, digest: bytes) -> str:
-        return hmac.new(self._secret, digest, hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._secret, b"key-binding:" + digest, hashlib.sha256).hexdigest()[:32]
+
+    def _csrf(self, session_id: str) -> str:
+        mac = hmac.new(self._secret, b"csrf:" + session_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def _touch_after(self) -> float:
+        return min(TOUCH_AFTER_SECONDS, self.idle_seconds / 10)
 
     # ------------------------------------------------------------ sessions
 
-    def open(self, presented: str) -> tuple[str, ConsoleSession] | None:
-        """A signed session token for a valid key, or None (constant time)."""
+    async def open(self, repo: Repository, presented: str) -> tuple[str, ConsoleSession] | None:
+        """A new session (and its signed cookie value) for a valid key, or None."""
         principal = self._keyring.authenticate(presented)
         if principal is None:
             return None
-        csrf = secrets.token_urlsafe(32)
-        token = self._sessions.dumps({"k": self._bind(_key_digest(presented)), "c": csrf})
-        return token, ConsoleSession(principal=principal, csrf_token=csrf)
+        session_id = secrets.token_urlsafe(32)
+        id_hash = _id_hash(session_id)
+        await repo.console_session_open(
+            id_hash=id_hash,
+            key_binding=self._bind(_key_digest(presented)),
+            idle_seconds=self.idle_seconds,
+            max_seconds=self.max_seconds,
+        )
+        session = ConsoleSession(principal, self._csrf(session_id), id_hash)
+        return self._sessions.dumps(session_id), session
 
-    def read(self, token: str | None) -> ConsoleSession | None:
+    async def read(
+        self, repo: Repository, token: str | None, *, touch: bool = True
+    ) -> ConsoleSession | None:
+        """The live session a cookie names, or None. `touch` records the use
+        (an operator's request), which postpones the idle timeout."""
         if not token:
             return None
         try:
-            data: Any = self._sessions.loads(token, max_age=SESSION_MAX_AGE_SECONDS)
+            session_id: Any = self._sessions.loads(token, max_age=int(self.max_seconds))
         except BadSignature:  # includes SignatureExpired
             return None
-        if not isinstance(data, dict):
+        if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID_LENGTH:
             return None
-        binding, csrf = data.get("k"), data.get("c")
-        if not isinstance(binding, str) or not isinstance(csrf, str):
+        id_hash = _id_hash(session_id)
+        binding = await repo.console_session_get(
+            id_hash=id_hash,
+            idle_seconds=self.idle_seconds,
+            max_seconds=self.max_seconds,
+            touch=touch,
+            touch_after_seconds=self._touch_after(),
+        )
+        known = None if binding is None else self._bindings.get(binding)
+        if known is None:  # no live session, or its key was removed from the configuration
             return None
-        known = self._bindings.get(binding)
-        if known is None:  # the key was removed from the configuration
-            return None
-        role, key_id = known
-        return ConsoleSession(principal=Principal(role=role, key_id=key_id), csrf_token=csrf)
+        role, fingerprint = known
+        principal = Principal(role=role, fingerprint=fingerprint)
+        return ConsoleSession(principal, self._csrf(session_id), id_hash)
 
-    def session_of(self, request: Request) -> ConsoleSession | None:
+    async def close(self, repo: Repository, session: ConsoleSession) -> None:
+        """Revoke the session: its cookie, wherever a copy is, opens nothing."""
+        await repo.console_session_delete(id_hash=session.id_hash)
+
+    async def session_of(
+        self, request: Request, repo: Repository, *, touch: bool = True
+    ) -> ConsoleSession | None:
         transport = transport_of(request)
         if transport is Transport.REFUSED:
             return None
-        return self.read(request.cookies.get(_cookie_name(SESSION_COOKIE, transport)))
+        token = request.cookies.get(_cookie_name(SESSION_COOKIE, transport))
+        return await self.read(repo, token, touch=touch)
+
+    async def leave_notice(
+        self, repo: Repository, session: ConsoleSession, path: str, message: str
+    ) -> None:
+        """A one-shot notice for the next view of `path` in this session."""
+        await repo.console_session_flash_set(id_hash=session.id_hash, path=path, message=message)
+
+    async def take_notice(self, repo: Repository, session: ConsoleSession, path: str) -> str | None:
+        return await repo.console_session_flash_take(id_hash=session.id_hash, path=path)
 
     def set_session_cookie(self, response: Response, request: Request, token: str) -> None:
-        _set_cookie(response, request, SESSION_COOKIE, token, SESSION_MAX_AGE_SECONDS)
+        _set_cookie(response, request, SESSION_COOKIE, token, int(self.max_seconds))
 
     def clear_session_cookie(self, response: Response, request: Request) -> None:
         _clear_cookie(response, request, SESSION_COOKIE)

@@ -52,6 +52,7 @@ async def create_order(
         target=body.target,
         backend=body.backend,
         idempotency_key=idempotency_key,
+        idempotency_scope=principal.idempotency_scope,
     )
     order = OrderResponse.model_validate(result.order)
     if result.created:

@@ -42,3 +42,19 @@ class InvariantQueries(RepositoryBase):
 
     async def invariant_orphans(self, conn: AsyncConn, *, limit: int) -> list[DictRow]:
         return await self._fetchall("invariant_orphans", {"limit": limit}, conn)
+
+    async def invariant_log_orphans(self, conn: AsyncConn, **values: Any) -> datetime:
+        row = await self._fetchone("invariant_log_orphans", values, conn)
+        assert row is not None
+        ts: datetime = row["check_timestamp"]
+        return ts
+
+    async def invariant_global_lock(self, conn: AsyncConn, *, lock_id: int) -> None:
+        await conn.execute(self.q["invariant_global_lock"], {"lock_id": lock_id})
+
+    async def invariant_global_latest(
+        self, conn: AsyncConn, *, max_age_seconds: float
+    ) -> DictRow | None:
+        return await self._fetchone(
+            "invariant_global_latest", {"max_age_seconds": max_age_seconds}, conn
+        )

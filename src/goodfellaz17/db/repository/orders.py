@@ -22,12 +22,14 @@ class OrderQueries(RepositoryBase):
         target: str,
         backend: str,
         sizes: Sequence[int],
+        idempotency_scope: str,
         idempotency_key: str | None,
         request_hash: str | None,
         fair_share_seconds: float,
         run_length: int,
     ) -> Row | None:
-        """Insert the order and its tasks; None when the idempotency key exists."""
+        """Insert the order and its tasks; None when the idempotency key exists
+        in the scope."""
         return await self._fetchone(
             "order_create",
             {
@@ -35,6 +37,7 @@ class OrderQueries(RepositoryBase):
                 "target": target,
                 "backend": backend,
                 "sizes": list(sizes),
+                "idempotency_scope": idempotency_scope,
                 "idempotency_key": idempotency_key,
                 "request_hash": request_hash,
                 "fair_share_seconds": fair_share_seconds,
@@ -45,8 +48,10 @@ class OrderQueries(RepositoryBase):
     async def order_get(self, order_id: uuid.UUID, conn: AsyncConn | None = None) -> Row | None:
         return await self._fetchone("order_get", {"order_id": order_id}, conn)
 
-    async def order_get_by_idempotency_key(self, key: str) -> Row | None:
-        return await self._fetchone("order_get_by_idempotency_key", {"idempotency_key": key})
+    async def order_get_by_idempotency_key(self, key: str, *, scope: str) -> Row | None:
+        return await self._fetchone(
+            "order_get_by_idempotency_key", {"idempotency_key": key, "idempotency_scope": scope}
+        )
 
     async def order_list(
         self,
