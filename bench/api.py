@@ -187,6 +187,7 @@ def _create_order(admin: psycopg.Connection[Any], cfg: BenchConfig, i: int) -> t
                 "target": f"bench-pickup-{i}",
                 "backend": "simulated",
                 "sizes": plan_task_sizes(cfg.quantity, cfg.task_size),
+                "idempotency_scope": "cli",
                 "idempotency_key": None,
                 "request_hash": None,
                 "fair_share_seconds": FAIR_SHARE_SECONDS,

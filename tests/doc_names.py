@@ -66,8 +66,8 @@ CAMEL = r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+"
 IDENTIFIER = re.compile(rf"\$?(?:{SNAKE}|{UPPER_SNAKE}|{PASCAL}|{CAMEL})")
 SETTING = re.compile(r"\bGOODFELLAZ17_[A-Z0-9_]*[A-Z0-9]")
 FILE_SUFFIXES = {
-    "cfg", "css", "html", "ini", "js", "json", "jsonl", "md", "py", "sh", "sql", "svg",
-    "toml", "txt", "yaml", "yml",
+    "cfg", "css", "csv", "html", "in", "ini", "js", "json", "jsonl", "lock", "md", "py", "sh",
+    "sql", "svg", "toml", "txt", "yaml", "yml",
 }  # fmt: skip
 K8S_KINDS = {
     "svc": "Service", "service": "Service", "deployment": "Deployment", "deploy": "Deployment",

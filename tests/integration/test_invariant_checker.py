@@ -321,7 +321,7 @@ async def test_nothing_a_read_key_does_changes_what_the_invariant_alert_sees(
     _without_triggers(
         sql, "UPDATE orders SET delivered = delivered - 1 WHERE id = %(id)s", order_id
     )
-    assert (await InvariantMonitor(repo, 60).run_once())["violationCount"] == 1
+    assert (await InvariantMonitor(repo, 60).run_once()).violation_count == 1
     # The monitor's check is old enough that a read key's /all runs a check of
     # its own rather than reusing it.
     sql.execute("UPDATE invariant_check_log SET check_timestamp = now() - interval '2 min'")
@@ -413,7 +413,7 @@ async def test_a_failing_global_check_writes_a_bounded_number_of_rows(
         sql.execute("SET LOCAL session_replication_role = replica")
         sql.execute("UPDATE orders SET delivered = 1 WHERE id = ANY(%s)", (broken,))
     result = await invariants.check_all(repo)
-    assert result["violationCount"] == len(broken)
+    assert result.violation_count == len(broken)
     per_order = sql.execute(
         "SELECT count(*) FROM invariant_check_log WHERE order_id IS NOT NULL"
     ).fetchone()

@@ -169,6 +169,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             target="t",
             backend="simulated",
             sizes=sizes,
+            idempotency_scope="cli",
             idempotency_key=None,
             request_hash=None,
             fair_share_seconds=1.0,

@@ -509,6 +509,7 @@ async def test_runs_are_as_long_as_the_run_length_passed_in(
         target="t",
         backend="simulated",
         sizes=[1] * 12,
+        idempotency_scope="cli",
         idempotency_key=None,
         request_hash=None,
         fair_share_seconds=1.0,

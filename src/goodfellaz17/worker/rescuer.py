@@ -100,7 +100,10 @@ class OrphanRescuer:
             "Recovering orphaned task",
             order_id=str(row["order_id"]),
             task_id=str(row["id"]),
-            attempt=row["attempts"],
+            # The attempt its worker lost (the rescue refunds it: a crash is
+            # not a delivery failure), and how often it has been orphaned.
+            attempt=row["attempts"] + 1,
+            orphanings=row["orphanings"],
             node=row["node_identifier"],
             lost_by=row["lease_owner"],
             new_status=status,
