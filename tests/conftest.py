@@ -122,6 +122,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def make_settings(db_url: str | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "api_keys": API_KEYS,
+        # Storage maintenance (partitions, retention) runs only where a test
+        # asks for it: DDL under a test's feet is not what the test is about.
+        "maintenance_interval_seconds": 0.0,
         "backoff_base_seconds": 0.05,
         "backoff_max_seconds": 0.2,
         "sim_latency_ms": 0.0,

@@ -96,6 +96,47 @@ class WorkerMetrics:
             self.plays_total.labels(outcome=outcome)
 
 
+class StorageMetrics:
+    """The storage maintenance leader's counters (services/storage.py)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs_total = Counter(
+            "delivery_storage_maintenance_runs",
+            "Storage maintenance runs, by outcome (done, skipped: another replica leads, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.days_created_total = Counter(
+            "delivery_storage_days_created",
+            "Day partitions (orders and finished tasks) created ahead of time",
+            registry=registry,
+        )
+        self.days_dropped_total = Counter(
+            "delivery_storage_days_dropped",
+            "Day partitions dropped by retention",
+            registry=registry,
+        )
+        self.rows_purged_total = Counter(
+            "delivery_storage_rows_purged",
+            "Rows deleted by retention outside the day partitions, by table",
+            ["table"],
+            registry=registry,
+        )
+        for outcome in ("done", "skipped", "failed"):
+            self.runs_total.labels(outcome=outcome)
+
+
+_storage_metrics: dict[int, StorageMetrics] = {}
+
+
+def storage_metrics(registry: CollectorRegistry) -> StorageMetrics:
+    """One StorageMetrics per registry (prometheus refuses duplicate names)."""
+    key = id(registry)
+    if key not in _storage_metrics:
+        _storage_metrics[key] = StorageMetrics(registry)
+    return _storage_metrics[key]
+
+
 AUTH_SURFACES = ("api", "console")
 AUTH_FAILURE_REASONS = ("missing_key", "invalid_key", "throttled")
 

@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     # latest one this young (at least 1 s: a read key cannot make the API
     # scan every order, and log it, on every request).
     invariant_reuse_seconds: float = Field(default=10.0, ge=1, le=3600)
+
+    # Storage: finished orders and their tasks are kept this long, then their
+    # day partitions are dropped (services/storage.py). The maintenance
+    # leader runs every interval (0 = never in this process) and keeps the
+    # partitions of the next days ready; with require_archive a day is only
+    # dropped once `goodfellaz17 archive` has exported it.
+    retention_days: int = Field(default=30, ge=1, le=36500)
+    maintenance_interval_seconds: float = Field(default=600.0, ge=0, le=86400)
+    partition_days_ahead: int = Field(default=3, ge=1, le=366)
+    retention_require_archive: bool = False
     max_body_bytes: int = Field(default=65536, ge=1024, le=10_000_000)
 
     db_pool_min_size: int = Field(default=1, ge=0, le=1000)

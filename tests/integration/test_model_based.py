@@ -85,7 +85,9 @@ class DeliveryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.conn = psycopg.connect(self.db_url, autocommit=True, row_factory=dict_row)
-        self.conn.execute("TRUNCATE orders, invariant_check_log CASCADE")
+        self.conn.execute(
+            "TRUNCATE orders, order_tasks, order_idempotency_keys, invariant_check_log"
+        )
         # Another worker's transaction: holds the due tasks a claim must skip.
         self.other_worker = psycopg.connect(self.db_url)
         # In creation order (order, then seq): every draw walks them in this order.

@@ -446,12 +446,24 @@ async def test_a_new_order_joins_the_queue_at_its_front_or_its_arrival(
     await assert_a_new_order_starts_at(repo, sql, front[0])
 
 
+async def test_a_claim_records_where_its_worker_is_in_the_queue(
+    repo: Repository, sql: psycopg.Connection[Any]
+) -> None:
+    """The furthest position a worker claimed is on its row: where new orders
+    join the queue (order_queue_start)."""
+    insert_order(sql, 400 * 20)
+    sql.execute("INSERT INTO workers (id, hostname, pid) VALUES ('w1', 'h', 1)")
+    claimed = await claim(repo, "w1", limit=7)
+    row = sql.execute("SELECT claim_position FROM workers WHERE id = 'w1'").fetchone()
+    assert row == (max(t.queue_position for t in claimed),)
+
+
 async def test_the_front_is_searched_from_where_the_claimers_are(
     repo: Repository, sql: psycopg.Connection[Any]
 ) -> None:
-    """A retry waiting behind the last completions does not pull a new order
-    back there: the search for the front starts at the furthest of the last
-    completed positions (no walk over the queue already worked through)."""
+    """A retry waiting behind the claimers does not pull a new order back
+    there: the search for the front starts at the furthest position a live
+    worker claimed last (no walk over the queue already worked through)."""
     old = insert_order(sql, 400 * 30)
     sql.execute(
         """UPDATE order_tasks SET queue_position = extract(epoch FROM now()) + 5000 + seq,
@@ -465,6 +477,16 @@ async def test_the_front_is_searched_from_where_the_claimers_are(
         """UPDATE order_tasks SET status = 'FAILED_RETRYING', retry_after = now() + interval '1 h',
                   queue_position = extract(epoch FROM now()) + 3000
            WHERE order_id = %s AND seq = 10""",
+        (old,),
+    )
+    # The live claimers last claimed up to the tenth task; a stopped worker's
+    # older place does not count.
+    sql.execute(
+        """INSERT INTO workers (id, hostname, pid, status, claim_position)
+           SELECT 'live', 'h', 1, 'RUNNING', queue_position FROM order_tasks
+            WHERE order_id = %s AND seq = 9
+           UNION ALL
+           SELECT 'gone', 'h', 2, 'STOPPED', extract(epoch FROM now()) + 1000""",
         (old,),
     )
     front = sql.execute(

@@ -36,9 +36,15 @@ from goodfellaz17.api.routes import metrics as metrics_routes
 from goodfellaz17.db.pool import create_pool
 from goodfellaz17.db.repository import Repository
 from goodfellaz17.logs import get_logger
-from goodfellaz17.metrics import DatabaseGaugeCollector, MetricsExporter, new_process_registry
+from goodfellaz17.metrics import (
+    DatabaseGaugeCollector,
+    MetricsExporter,
+    new_process_registry,
+    storage_metrics,
+)
 from goodfellaz17.metrics_server import MetricsServer
 from goodfellaz17.services.invariant_monitor import InvariantMonitor
+from goodfellaz17.services.storage import StorageMaintenance
 from goodfellaz17.settings import Settings
 
 log = get_logger(__name__)
@@ -85,6 +91,10 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
         if settings.invariant_check_interval_seconds > 0:
             monitor = InvariantMonitor(repo, settings.invariant_check_interval_seconds)
             monitor_task = asyncio.create_task(monitor.run(), name="invariant-monitor")
+        maintenance_task = None
+        if settings.maintenance_interval_seconds > 0:
+            maintenance = StorageMaintenance(repo, settings, storage_metrics(registry))
+            maintenance_task = asyncio.create_task(maintenance.run(), name="storage-maintenance")
         log.info("api started", worker=with_worker, version=__version__)
         try:
             yield
@@ -93,10 +103,11 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool | None
                 await ctx.worker.stop()
                 if worker_task is not None:
                     await worker_task
-            if monitor_task is not None:
-                monitor_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor_task
+            for task in (monitor_task, maintenance_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if metrics_server is not None:
                 await metrics_server.stop()
             await pool.close()

@@ -9,6 +9,7 @@ group, mounted here.
     dlq.py         dlq drain
     nodes.py       nodes add | list | disable | enable
     chaos.py       chaos status | enable | disable
+    storage.py     archive (top level), storage status | maintain
     output.py      the one JSON printer, tables, the one-line error
     runtime.py     settings, the database, who is acting
     demo.py        what `demo` runs
@@ -25,7 +26,7 @@ import sys
 
 import typer
 
-from goodfellaz17.cli import chaos, dlq, fleet, invariants, nodes, orders, server
+from goodfellaz17.cli import chaos, dlq, fleet, invariants, nodes, orders, server, storage
 
 app = typer.Typer(
     name="goodfellaz17",
@@ -37,11 +38,13 @@ app = typer.Typer(
 # Top-level commands first, then the groups: the order `--help` lists them in.
 app.add_typer(server.app)
 app.add_typer(fleet.app)
+app.add_typer(storage.app)
 app.add_typer(orders.app, name="orders")
 app.add_typer(invariants.app, name="invariants")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(nodes.app, name="nodes")
 app.add_typer(chaos.app, name="chaos")
+app.add_typer(storage.storage_app, name="storage")
 
 
 def main() -> None:

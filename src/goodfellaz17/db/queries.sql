@@ -10,28 +10,36 @@
 
 -- name: order_create
 -- The order and all its tasks in one statement (one round trip, one
--- transaction). With an idempotency key already used in the caller's scope
--- (or before keys had scopes: 'legacy', migration 0010), nothing is inserted
--- and no row comes back.
-WITH new_order AS (
-    INSERT INTO orders (quantity, target, backend, task_count, idempotency_scope,
+-- transaction). The idempotency key's row is written first: of two requests
+-- with one key in one scope, the second waits there for the first to commit
+-- and then inserts nothing; no row comes back for it (nor for a key used
+-- before keys had scopes: 'legacy', which every caller matches). The order's
+-- id is a UUIDv7 (its day partition: db/schema.sql, "Storage").
+WITH new_key AS (
+    INSERT INTO order_idempotency_keys (scope, key, order_id, request_hash)
+    SELECT %(idempotency_scope)s, %(idempotency_key)s::text, uuid_v7(), %(request_hash)s
+    WHERE %(idempotency_key)s::text IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM order_idempotency_keys
+                      WHERE scope = 'legacy' AND key = %(idempotency_key)s::text)
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING order_id
+), new_order AS (
+    INSERT INTO orders (id, quantity, target, backend, task_count, idempotency_scope,
                         idempotency_key, request_hash)
-    SELECT %(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
+    SELECT COALESCE((SELECT order_id FROM new_key), uuid_v7()),
+           %(quantity)s, %(target)s, %(backend)s, cardinality(%(sizes)s::int[]),
            CASE WHEN %(idempotency_key)s::text IS NOT NULL THEN %(idempotency_scope)s END,
            %(idempotency_key)s, %(request_hash)s
-    WHERE NOT EXISTS (SELECT 1 FROM orders
-                      WHERE idempotency_scope = 'legacy'
-                        AND idempotency_key = %(idempotency_key)s)
-    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+    WHERE %(idempotency_key)s::text IS NULL OR EXISTS (SELECT 1 FROM new_key)
     RETURNING *
 ), new_tasks AS (
     -- The order joins the queue at its front, its tasks in runs
     -- (order_queue_start and order_task_position, db/schema.sql).
-    INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at)
+    INSERT INTO order_tasks (order_id, seq, quantity, queue_position, created_at, backend)
     SELECT o.id, s.ord - 1, s.qty,
            order_task_position(q.start, o.id, (s.ord - 1)::int, %(fair_share_seconds)s,
                                %(run_length)s),
-           o.created_at
+           o.created_at, o.backend
     FROM new_order o
     CROSS JOIN LATERAL (SELECT order_queue_start(o.created_at) AS start) q
     CROSS JOIN unnest(%(sizes)s::int[]) WITH ORDINALITY AS s (qty, ord)
@@ -46,10 +54,12 @@ SELECT * FROM orders WHERE id = %(order_id)s;
 -- name: order_get_by_idempotency_key
 -- The order a caller created with this key (or one from before keys had
 -- scopes, which every caller matches).
-SELECT * FROM orders
-WHERE idempotency_key = %(idempotency_key)s
-  AND idempotency_scope IN (%(idempotency_scope)s, 'legacy')
-ORDER BY idempotency_scope = 'legacy'
+SELECT o.*
+FROM order_idempotency_keys k
+JOIN orders o ON o.id = k.order_id
+WHERE k.key = %(idempotency_key)s
+  AND k.scope IN (%(idempotency_scope)s, 'legacy')
+ORDER BY k.scope = 'legacy'
 LIMIT 1;
 
 -- name: order_list
@@ -450,13 +460,55 @@ FROM v_order_invariants
 WHERE order_id = %(order_id)s;
 
 -- name: invariant_global_summary
--- One pass over order_tasks for every order; at most `max_violations` listed.
-WITH violations AS (
-    SELECT order_id, check_name, expected, actual
-    FROM v_order_invariants
+-- The global check: every invariant of every order not found exact since its
+-- row last changed (v_unverified_orders: the open ones, and the finished ones
+-- changed since), plus the `recheck` verified orders checked longest ago, so
+-- that a task changed with the triggers off is found too, in time. It costs
+-- a scan of the orders rows plus what open work and recent changes cost, not
+-- what the tasks of history cost. In the same statement the COMPLETED orders
+-- that pass are marked verified, each only if its row is still the version
+-- the check read (xmin): an order changed meanwhile is checked again next
+-- time. At most `max_violations` listed.
+WITH candidates AS (
+    SELECT id, version, status FROM v_unverified_orders
+    UNION
+    (SELECT o.id, o.xmin, o.status
+       FROM orders o
+      WHERE o.verified_xid IS NOT NULL
+      ORDER BY o.verified_at
+      LIMIT %(recheck)s)
+), checks AS (
+    SELECT c.id, c.version, c.status, i.check_name, i.expected, i.actual, i.passed
+    FROM candidates c
+    CROSS JOIN LATERAL (SELECT v.* FROM v_order_invariants v WHERE v.order_id = c.id) i
+), per_order AS (
+    SELECT id, version, status, bool_and(passed) AS passed
+    FROM checks
+    GROUP BY id, version, status
+), verified AS (
+    UPDATE orders o SET verified_at = now(), verified_xid = pg_current_xact_id()::xid
+    FROM per_order p
+    WHERE o.id = p.id
+      AND o.xmin = p.version
+      AND p.passed
+      AND p.status = 'COMPLETED'
+    RETURNING o.id
+), unmarked AS (
+    -- A verified order that fails now loses its mark.
+    UPDATE orders o SET verified_at = NULL, verified_xid = NULL
+    FROM per_order p
+    WHERE o.id = p.id
+      AND NOT p.passed
+      AND o.verified_xid IS NOT NULL
+    RETURNING o.id
+), violations AS (
+    SELECT id AS order_id, check_name, expected, actual
+    FROM checks
     WHERE NOT passed
 )
-SELECT (SELECT count(*) FROM orders) AS orders_checked,
+SELECT (SELECT count(*) FROM per_order) AS orders_checked,
+       (SELECT count(*) FROM verified) AS orders_verified,
+       (SELECT count(*) FROM unmarked) AS orders_unmarked,
        (SELECT count(*) FROM violations) AS violation_count,
        COALESCE((SELECT jsonb_agg(to_jsonb(v) ORDER BY v.order_id, v.check_name)
                  FROM (SELECT * FROM violations ORDER BY order_id, check_name
@@ -579,7 +631,7 @@ RETURNING id, created_at;
 
 -- name: capacity_by_backend
 -- Per backend (a node's provider is the backend it serves): nodes, healthy
--- capacity, and the open work of orders not COMPLETED, in one statement.
+-- capacity, and the open work, in one statement.
 WITH node_caps AS (
     SELECT provider AS backend,
            count(*) AS total_nodes,
@@ -591,7 +643,9 @@ WITH node_caps AS (
           FROM nodes) n
     GROUP BY provider
 ), backlog AS (
-    SELECT o.backend,
+    -- Open tasks carry their order's backend; an open task's order is never
+    -- COMPLETED (the triggers close or reopen).
+    SELECT t.backend,
            COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'PENDING'), 0)::bigint
                AS pending_units,
            COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'FAILED_RETRYING'), 0)::bigint
@@ -599,10 +653,8 @@ WITH node_caps AS (
            COALESCE(sum(t.quantity) FILTER (WHERE t.status = 'EXECUTING'), 0)::bigint
                AS executing_units
     FROM order_tasks t
-    JOIN orders o ON o.id = t.order_id
     WHERE t.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
-      AND o.status <> 'COMPLETED'
-    GROUP BY o.backend
+    GROUP BY t.backend
 )
 SELECT COALESCE(n.backend, b.backend) AS backend,
        COALESCE(n.total_nodes, 0) AS total_nodes,
@@ -768,6 +820,120 @@ FROM operator_actions
 WHERE order_id = %(order_id)s
 ORDER BY created_at DESC
 LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------- storage (retention)
+
+-- name: storage_leader_lock
+-- The maintenance leader: whoever holds this transaction-scoped lock does
+-- one maintenance step; the others skip it (any replica can take over).
+SELECT pg_try_advisory_xact_lock(%(lock_id)s) AS leader;
+
+-- name: storage_lock_timeout
+-- A maintenance step's DDL waits this long for its locks, then gives up (the
+-- next run tries again) instead of stalling every query queued behind it.
+SELECT set_config('lock_timeout', %(timeout)s, true);
+
+-- name: storage_ensure_days
+-- The day partitions from `from_day` to `to_day` exist (storage_create_day):
+-- made ahead of time, so an order never lands in a DEFAULT partition.
+SELECT storage_ensure_days(%(from_day)s::date, %(to_day)s::date) AS created;
+
+-- name: storage_day_list
+-- Every day whose partitions exist, oldest first, with what keeps it (NULL:
+-- nothing: it may be dropped), and its size.
+SELECT d.day, d.created_at, d.archived_at,
+       storage_day_blocker(d.day, make_interval(days => %(retention_days)s)) AS blocker,
+       COALESCE(pg_total_relation_size(to_regclass('orders_p' || to_char(d.day, 'YYYYMMDD'))), 0)
+       + COALESCE(pg_total_relation_size(
+             to_regclass('order_tasks_finished_p' || to_char(d.day, 'YYYYMMDD'))), 0) AS bytes
+FROM storage_days d
+WHERE d.dropped_at IS NULL
+ORDER BY d.day;
+
+-- name: storage_drop_day
+-- Drops a day's orders and finished tasks (storage_drop_day), but only if
+-- nothing keeps it now: the check and the drop are one statement.
+SELECT storage_drop_day(%(day)s::date) AS dropped
+WHERE storage_day_blocker(%(day)s::date, make_interval(days => %(retention_days)s)) IS NULL
+  AND (NOT %(require_archive)s
+       OR (SELECT archived_at IS NOT NULL FROM storage_days WHERE day = %(day)s::date));
+
+-- name: storage_day_orders
+-- A day's orders with their tasks, for the archive: one row per order, its
+-- tasks as a JSON array.
+SELECT o.id, o.status, o.quantity, o.delivered, o.failed_permanent_plays, o.target, o.backend,
+       o.task_count, o.idempotency_key, o.created_at, o.updated_at, o.started_at,
+       o.completed_at, o.verified_at,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                     'id', t.id, 'seq', t.seq, 'quantity', t.quantity, 'status', t.status,
+                     'attempts', t.attempts, 'orphanings', t.orphanings,
+                     'lastError', t.last_error, 'executedAt', t.executed_at,
+                     'nodeId', t.node_id) ORDER BY t.seq)
+                 FROM order_tasks t WHERE t.order_id = o.id), '[]'::jsonb) AS tasks
+FROM orders o
+WHERE o.id >= uuid_v7_floor(%(day)s::date::timestamp AT TIME ZONE 'UTC')
+  AND o.id < uuid_v7_floor((%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC')
+ORDER BY o.id;
+
+-- name: storage_day_mark_archived
+UPDATE storage_days SET archived_at = now() WHERE day = %(day)s::date
+RETURNING day;
+
+-- name: storage_purge_default
+-- Finished orders older than the retention period that sit in the DEFAULT
+-- partitions (those from before storage v2 kept their random ids), at most
+-- `limit` a run, with their tasks. A bounded DELETE of a tail that only the
+-- upgrade left there; new orders always have a day partition. Deleted from
+-- the partitions themselves, past the accounting triggers: the order goes
+-- with its tasks.
+WITH expired AS (
+    SELECT id FROM orders_default
+    WHERE status = 'COMPLETED' AND completed_at < now() - make_interval(days => %(retention_days)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), tasks AS (
+    DELETE FROM order_tasks_finished_default t USING expired e
+    WHERE t.order_id = e.id
+    RETURNING 1
+), gone AS (
+    DELETE FROM orders_default o USING expired e
+    WHERE o.id = e.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS orders, (SELECT count(*) FROM tasks) AS tasks;
+
+-- name: storage_purge_logs
+-- The small tables' retention, each a bounded DELETE of rows past it:
+-- invariant checks, operator actions, idempotency keys, stopped workers.
+WITH checks AS (
+    DELETE FROM invariant_check_log WHERE id IN (
+        SELECT id FROM invariant_check_log
+        WHERE check_timestamp < now() - make_interval(days => %(retention_days)s)
+        LIMIT %(limit)s)
+    RETURNING 1
+), actions AS (
+    DELETE FROM operator_actions WHERE id IN (
+        SELECT id FROM operator_actions
+        WHERE created_at < now() - make_interval(days => %(retention_days)s)
+        LIMIT %(limit)s)
+    RETURNING 1
+), keys AS (
+    DELETE FROM order_idempotency_keys WHERE (scope, key) IN (
+        SELECT scope, key FROM order_idempotency_keys
+        WHERE created_at < now() - make_interval(days => %(retention_days)s)
+        LIMIT %(limit)s)
+    RETURNING 1
+), stopped AS (
+    DELETE FROM workers WHERE id IN (
+        SELECT id FROM workers
+        WHERE status = 'STOPPED' AND stopped_at < now() - make_interval(days => %(retention_days)s)
+        LIMIT %(limit)s)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM checks) AS invariant_checks,
+       (SELECT count(*) FROM actions) AS operator_actions,
+       (SELECT count(*) FROM keys) AS idempotency_keys,
+       (SELECT count(*) FROM stopped) AS workers;
 
 -- ---------------------------------------------------------------- console sessions
 

@@ -9,157 +9,243 @@
 -- migration, and the same change here.
 --
 -- Contents, by subject:
---   1. orders
---   2. tasks and the queue: the table, its indexes, where a task sits in the
---      queue, the claim and the outcome write (the worker's hot path)
---   3. accounting: triggers that keep orders' counters and status exact
---   4. nodes (delivery capacity, circuit breaker)
---   5. workers
---   6. chaos injection
---   7. operator actions
---   8. invariants: the check log and the one definition of the invariants
---   9. console sessions
+--   1. time-ordered ids
+--   2. orders, and the idempotency keys of their requests
+--   3. workers
+--   4. tasks and the queue: the partitioned table, its indexes, where a task
+--      sits in the queue, the claim and the outcome write (the hot path)
+--   5. accounting: triggers that keep orders' counters and status exact
+--   6. storage: day partitions made ahead of time, dropped by retention
+--   7. nodes (delivery capacity, circuit breaker)
+--   8. chaos injection
+--   9. operator actions
+--  10. invariants: the check log and the one definition of the invariants
+--  11. console sessions
+--
+-- Storage (migration 0011, docs/ARCHITECTURE.md "Storage"): open tasks live
+-- in order_tasks_open, a small table with the claim, outcome and rescue
+-- indexes; a task that finishes moves, in the statement that finishes it, to
+-- the finished partition of its order's day. Orders and finished tasks are
+-- partitioned by day of order creation (order ids are UUIDv7) and leave the
+-- database a day at a time, by dropping partitions.
 --
 -- The hot statements (task_claim_batch, task_record_outcomes,
--- order_tasks_apply_changes) are functions planned without sequential or
--- bitmap scans, so their plans are one index probe per row whatever the
--- statistics say; tests/integration/test_plans.py EXPLAINs them.
+-- order_tasks_apply) are functions planned without sequential, bitmap, hash
+-- or merge plans, so their plans are index probes whatever the statistics
+-- say; tests/integration/test_plans.py EXPLAINs them.
 
 
 -- ===========================================================================
--- 1. Orders
+-- 1. Time-ordered ids
+-- ===========================================================================
+
+-- A version 7 UUID (RFC 9562): 48 bits of Unix time in ms, then random bits.
+-- PostgreSQL 16 has no built-in one (18 has uuidv7()).
+CREATE FUNCTION uuid_v7(at timestamptz DEFAULT clock_timestamp()) RETURNS uuid
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM at) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;
+
+-- The smallest version 7 UUID of an instant: where a day's range begins.
+CREATE FUNCTION uuid_v7_floor(at timestamptz) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT encode(substring(int8send(floor(extract(epoch FROM at) * 1000)::bigint) FROM 3)
+                  || '\x70000000000000000000'::bytea, 'hex')::uuid
+$$;
+
+-- ===========================================================================
+-- 2. Orders, and the idempotency keys of their requests
 -- ===========================================================================
 
 -- delivered and failed_permanent_plays are never written by application code:
--- the accounting triggers (3) keep them, and the order's status, from its
+-- the accounting triggers (5) keep them, and the order's status, from its
 -- tasks.
 CREATE TABLE orders (
-    id                      uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    id                      uuid        NOT NULL DEFAULT uuid_v7(),
     status                  text        NOT NULL DEFAULT 'PENDING'
+                                        CONSTRAINT orders_status_check
                                         CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED')),
-    quantity                integer     NOT NULL CHECK (quantity > 0),
-    delivered               integer     NOT NULL DEFAULT 0 CHECK (delivered >= 0),
-    failed_permanent_plays  integer     NOT NULL DEFAULT 0 CHECK (failed_permanent_plays >= 0),
-    target                  text        NOT NULL CHECK (length(target) BETWEEN 1 AND 512),
-    backend                 text        NOT NULL CHECK (backend ~ '^[a-z][a-z0-9_-]{0,31}$'),
-    task_count              integer     NOT NULL CHECK (task_count > 0),
-    idempotency_key         text        CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    quantity                integer     NOT NULL CONSTRAINT orders_quantity_check CHECK (quantity > 0),
+    delivered               integer     NOT NULL DEFAULT 0 CONSTRAINT orders_delivered_check CHECK (delivered >= 0),
+    failed_permanent_plays  integer     NOT NULL DEFAULT 0 CONSTRAINT orders_failed_permanent_plays_check CHECK (failed_permanent_plays >= 0),
+    target                  text        NOT NULL CONSTRAINT orders_target_check CHECK (length(target) BETWEEN 1 AND 512),
+    backend                 text        NOT NULL CONSTRAINT orders_backend_check CHECK (backend ~ '^[a-z][a-z0-9_-]{0,31}$'),
+    task_count              integer     NOT NULL CONSTRAINT orders_task_count_check CHECK (task_count > 0),
+    idempotency_key         text        CONSTRAINT orders_idempotency_key_check CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     request_hash            text,
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
     started_at              timestamptz,
     completed_at            timestamptz,
-    -- Idempotency keys belong to whoever used them (migration 0010): the
-    -- calling API key's fingerprint (`key:<32 hex>`), `cli` for the command
-    -- line, `legacy` for keys from before scopes (every caller matches those).
-    idempotency_scope       text        CHECK (length(idempotency_scope) BETWEEN 1 AND 200),
+    idempotency_scope       text        CONSTRAINT orders_idempotency_scope_check CHECK (length(idempotency_scope) BETWEEN 1 AND 200),
+    -- When the global invariant check last found this finished order exact,
+    -- and the transaction that said so: while the row's xmin is still that
+    -- transaction, nothing has changed the order since (whoever changed it,
+    -- triggers or not), and the global check need not read its tasks again.
+    verified_at             timestamptz,
+    verified_xid            xid,
     CONSTRAINT orders_idempotency_scope_present
         CHECK ((idempotency_key IS NULL) = (idempotency_scope IS NULL)),
-    CONSTRAINT orders_idempotency_scope_key_key UNIQUE (idempotency_scope, idempotency_key)
-);
+    CONSTRAINT orders_pkey PRIMARY KEY (id)
+) PARTITION BY RANGE (id);
+
+CREATE TABLE orders_default PARTITION OF orders DEFAULT WITH (fillfactor = 80);
 
 -- Listing, newest first (order_list's keyset pagination).
 CREATE INDEX orders_created_at_idx ON orders (created_at DESC, id DESC);
 -- Open orders: the runbook's stuck-orders query, the metrics, the console.
 CREATE INDEX orders_active_idx ON orders (status, created_at)
     WHERE status IN ('PENDING', 'PROCESSING');
--- "Does this claim start the order?" reads this index, never the order's row
--- (which, under a long-open snapshot, carries a version per completion).
+-- "Does this claim start the order?" reads this index, never the order's row.
 CREATE INDEX orders_pending_idx ON orders (id) WHERE status = 'PENDING';
+-- The verified orders the global check re-reads anyway, oldest check first
+-- (a task changed with the triggers off leaves its order's row as it was).
+CREATE INDEX orders_verified_at_idx ON orders (verified_at) WHERE verified_xid IS NOT NULL;
 
+-- Idempotency keys, per caller's scope. The key's row is written first, in
+-- the order's own statement, so two requests with one key create one order.
+CREATE TABLE order_idempotency_keys (
+    scope         text        NOT NULL CONSTRAINT order_idempotency_keys_scope_check CHECK (length(scope) BETWEEN 1 AND 200),
+    key           text        NOT NULL CONSTRAINT order_idempotency_keys_key_check CHECK (length(key) BETWEEN 1 AND 255),
+    order_id      uuid        NOT NULL,
+    request_hash  text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+-- Retention.
+CREATE INDEX order_idempotency_keys_created_at_idx ON order_idempotency_keys (created_at);
 
 -- ===========================================================================
--- 2. Tasks and the queue
+-- 3. Workers: one row per worker process that ever ran, kept by its heartbeat
+-- ===========================================================================
+
+CREATE TABLE workers (
+    id                 text        PRIMARY KEY,
+    hostname           text        NOT NULL,
+    pid                integer     NOT NULL,
+    status             text        NOT NULL DEFAULT 'RUNNING'
+                                   CHECK (status IN ('RUNNING', 'STOPPING', 'STOPPED')),
+    started_at         timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at         timestamptz,
+    total_processed    bigint      NOT NULL DEFAULT 0,
+    total_completed    bigint      NOT NULL DEFAULT 0,
+    total_failed       bigint      NOT NULL DEFAULT 0,
+    total_retries      bigint      NOT NULL DEFAULT 0,
+    recovered_orphans  bigint      NOT NULL DEFAULT 0,
+    -- Where its claimers are in the queue (the furthest position it claimed
+    -- last): where new orders join the queue (order_queue_start).
+    claim_position     double precision
+);
+
+-- ===========================================================================
+-- 4. Tasks and the queue
 -- ===========================================================================
 
 -- Every claim takes a new token from this sequence; completions must present it.
 CREATE SEQUENCE order_tasks_fencing_token_seq AS bigint;
 
 CREATE TABLE order_tasks (
-    id                uuid             PRIMARY KEY DEFAULT gen_random_uuid(),
-    order_id          uuid             NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
-    seq               integer          NOT NULL CHECK (seq >= 0),
-    quantity          integer          NOT NULL CHECK (quantity > 0),
+    id                uuid             NOT NULL DEFAULT gen_random_uuid(),
+    order_id          uuid             NOT NULL,
+    seq               integer          NOT NULL CONSTRAINT order_tasks_seq_check CHECK (seq >= 0),
+    quantity          integer          NOT NULL CONSTRAINT order_tasks_quantity_check CHECK (quantity > 0),
     status            text             NOT NULL DEFAULT 'PENDING'
+                                       CONSTRAINT order_tasks_status_check
                                        CHECK (status IN ('PENDING', 'EXECUTING', 'COMPLETED',
                                                          'FAILED_RETRYING', 'FAILED_PERMANENT')),
-    -- Delivery attempts: claims that ended in a failure or are in flight.
-    attempts          integer          NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    attempts          integer          NOT NULL DEFAULT 0 CONSTRAINT order_tasks_attempts_check CHECK (attempts >= 0),
     retry_after       timestamptz,
     last_error        text,
     executed_at       timestamptz,
-    -- The task's place in the fair queue (order_task_position below); a
-    -- retry's is now + its backoff.
     queue_position    double precision NOT NULL,
     lease_owner       text,
     lease_expires_at  timestamptz,
     fencing_token     bigint,
-    -- Where the task went. No foreign key: the key check locked the node's
-    -- row (shared by every worker on it) for each claimed task. Nodes are
-    -- never deleted (DELETE disables them); readers LEFT JOIN nodes.
     node_id           bigint,
     started_at        timestamptz,
     created_at        timestamptz      NOT NULL DEFAULT now(),
-    -- Times the task was rescued from a worker that lost its lease (died or
-    -- hung). Not delivery attempts: a rescue refunds the claim's attempt and
-    -- counts here, against GOODFELLAZ17_MAX_ORPHANINGS, so a crash is not a
-    -- delivery failure but a task that kills its workers still dead-letters.
-    -- A drain resets attempts, never this history.
-    orphanings        integer          NOT NULL DEFAULT 0 CHECK (orphanings >= 0),
-    UNIQUE (order_id, seq),
-    CHECK (status <> 'EXECUTING' OR (lease_expires_at IS NOT NULL AND fencing_token IS NOT NULL))
-);
+    orphanings        integer          NOT NULL DEFAULT 0 CONSTRAINT order_tasks_orphanings_check CHECK (orphanings >= 0),
+    -- The order's backend, copied: the claim picks the tasks of backends
+    -- with a healthy node without reading orders.
+    backend           text             NOT NULL CONSTRAINT order_tasks_backend_check CHECK (backend ~ '^[a-z][a-z0-9_-]{0,31}$'),
+    CONSTRAINT order_tasks_executing_has_lease
+        CHECK (status <> 'EXECUTING' OR (lease_expires_at IS NOT NULL AND fencing_token IS NOT NULL))
+) PARTITION BY LIST (status);
 
--- The claim walks this index in queue order.
-CREATE INDEX order_tasks_due_idx ON order_tasks (queue_position)
-    INCLUDE (retry_after)
-    WHERE status IN ('PENDING', 'FAILED_RETRYING');
--- Orphan rescue and the long-running-task alert.
-CREATE INDEX order_tasks_executing_idx ON order_tasks (lease_expires_at)
-    WHERE status = 'EXECUTING';
--- The runbook's "recent failures" query.
-CREATE INDEX order_tasks_dead_letter_idx ON order_tasks (executed_at DESC)
-    WHERE status = 'FAILED_PERMANENT';
--- Earliest retry, so an idle worker wakes when the next backoff ends.
-CREATE INDEX order_tasks_retry_after_idx ON order_tasks (retry_after)
-    WHERE status = 'FAILED_RETRYING';
--- Per-order aggregates (progress, invariants, runbook SQL).
-CREATE INDEX order_tasks_order_status_idx ON order_tasks (order_id, status) INCLUDE (quantity);
--- Units delivered per minute (console chart and rate, task_delivered_per_minute):
--- an index-only range scan of the last hour. Also where the queue's front is
--- found from (order_queue_start). Migration 0002 builds it CONCURRENTLY.
-CREATE INDEX order_tasks_completed_executed_at_idx
-    ON order_tasks (executed_at) INCLUDE (quantity)
-    WHERE status = 'COMPLETED';
+CREATE TABLE order_tasks_open PARTITION OF order_tasks
+    FOR VALUES IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
+    WITH (fillfactor = 90);
+CREATE TABLE order_tasks_finished PARTITION OF order_tasks
+    FOR VALUES IN ('COMPLETED', 'FAILED_PERMANENT')
+    PARTITION BY RANGE (order_id);
+CREATE TABLE order_tasks_finished_default PARTITION OF order_tasks_finished DEFAULT;
 
--- Due: waiting, and any backoff over. The triggers' test for "became due".
-CREATE FUNCTION order_task_is_due(status text, retry_after timestamptz) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT status IN ('PENDING', 'FAILED_RETRYING') AND (retry_after IS NULL OR retry_after <= now())
+-- A task inserted without its backend (by hand, or by a caller of the
+-- previous release) takes its order's. order_create passes it: the WHEN
+-- keeps this off its path.
+CREATE FUNCTION order_tasks_default_backend() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.backend := (SELECT o.backend FROM orders o WHERE o.id = NEW.order_id);
+    RETURN NEW;
+END;
 $$;
 
--- Where a new order's tasks enter the queue: at its arrival time or at the
--- queue's front (the smallest position still waiting), whichever is later,
--- so new work lands where the claimers are, not behind the index entries
--- claimed tasks leave (which a long-open snapshot keeps from being cleaned
--- up). The front is searched for from the furthest of the last sixteen
--- completions, a short backward read of the completed index, rather than
--- from the head of the due index. Waiting tasks behind that point are
--- retries and rescued work, which the claimers go back for anyway.
+CREATE TRIGGER order_tasks_default_backend BEFORE INSERT ON order_tasks
+    FOR EACH ROW
+    WHEN (NEW.backend IS NULL)
+    EXECUTE FUNCTION order_tasks_default_backend();
+
+-- The open partition: everything a claim, an outcome or a rescue reads.
+CREATE UNIQUE INDEX order_tasks_open_pkey ON order_tasks_open (id);
+-- The claim walks this index in queue order.
+CREATE INDEX order_tasks_due_idx ON order_tasks_open (queue_position)
+    INCLUDE (retry_after, backend)
+    WHERE status IN ('PENDING', 'FAILED_RETRYING');
+-- Orphan rescue and the long-running-task alert.
+CREATE INDEX order_tasks_executing_idx ON order_tasks_open (lease_expires_at)
+    WHERE status = 'EXECUTING';
+-- Earliest retry, so an idle worker wakes when the next backoff ends.
+CREATE INDEX order_tasks_retry_after_idx ON order_tasks_open (retry_after)
+    WHERE status = 'FAILED_RETRYING';
+-- An order's open tasks (operator actions, progress).
+CREATE UNIQUE INDEX order_tasks_open_order_idx ON order_tasks_open (order_id, seq);
+
+-- The finished partitions (each day partition gets these): an order's
+-- finished tasks, the dead letters newest first (the runbook's "recent
+-- failures"), and a block-range index on when tasks finished (the console's
+-- per-minute chart), nearly free to keep since rows arrive in time order.
+CREATE INDEX order_tasks_finished_order_idx ON order_tasks_finished (order_id)
+    INCLUDE (status, quantity);
+CREATE INDEX order_tasks_dead_letter_idx ON order_tasks_finished (executed_at DESC)
+    WHERE status = 'FAILED_PERMANENT';
+CREATE INDEX order_tasks_finished_executed_at_idx ON order_tasks_finished
+    USING brin (executed_at);
+
+-- Where a new order's tasks enter the queue: at its arrival or at the
+-- queue's front, whichever is later. The front is searched for from where
+-- the claimers are (the furthest position a live worker claimed last), not
+-- from the head of the due index, which is full of entries that claimed
+-- tasks leave until vacuum removes them (never, while a snapshot is held).
 CREATE FUNCTION order_queue_start(arrival timestamptz) RETURNS double precision
 LANGUAGE sql STABLE AS $$
     SELECT GREATEST(
         extract(epoch FROM arrival)::double precision,
         (SELECT t.queue_position
-           FROM order_tasks t
+           FROM order_tasks_open t
           WHERE t.status IN ('PENDING', 'FAILED_RETRYING')
             AND t.queue_position >= (
-                SELECT COALESCE(max(c.queue_position), '-Infinity')
-                FROM (SELECT queue_position
-                        FROM order_tasks
-                       WHERE status = 'COMPLETED'
-                       ORDER BY executed_at DESC
-                       LIMIT 16) c)
+                SELECT COALESCE(max(w.claim_position), '-Infinity')
+                FROM workers w
+                WHERE w.status = 'RUNNING'
+                  AND w.last_heartbeat_at > now() - interval '1 minute')
           ORDER BY t.queue_position
           LIMIT 1))
 $$;
@@ -181,22 +267,28 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          + ((hashtext(order_id::text) & 1023) * run_length + seq % run_length) * fair_share / 1024
 $$;
 
--- The claim (queries.sql: task_claim_batch). Up to p_limit due tasks in
--- queue order from the claimer's place, skipping rows other workers hold,
--- only for backends with a healthy node, never for a COMPLETED order, not at
--- all while chaos pauses the workers; each gets a lease, a new fencing token
--- and a node, round-robin over the healthy ones. A function so that its plan
--- is fixed: with the statistics of a small or freshly vacuumed table the
--- planner looked orders up by sequential scan, or read every due task by
--- bitmap and sorted them, and a prepared plan kept that as the tables grew.
-CREATE FUNCTION task_claim_batch(p_worker_id text, p_limit integer, p_lease_seconds double precision,
-                                 p_from_position double precision, p_node_offset integer)
+-- The claim. Up to p_limit due tasks in queue order from the claimer's
+-- place, skipping rows other workers hold, only for backends with a healthy
+-- node, not at all while chaos pauses the workers; each gets a lease, a new
+-- fencing token and a node, round-robin over the healthy ones. The UPDATE
+-- names the open partition itself: a claim changes no counter, so it skips
+-- the accounting trigger (and its transition tables), and starts its orders
+-- (PENDING -> PROCESSING) itself, skipping an order someone else has locked
+-- (whoever that is starts it too, or completes it). Orders are read once
+-- per order of the batch, not per task. The claimer's place is recorded on its
+-- worker's row for order_queue_start.
+CREATE FUNCTION task_claim_batch(p_worker_id text, p_limit integer,
+                                            p_lease_seconds double precision,
+                                            p_from_position double precision,
+                                            p_node_offset integer)
 RETURNS TABLE (id uuid, order_id uuid, seq integer, quantity integer, attempts integer,
                fencing_token bigint, queue_position double precision, target text, backend text,
                node_id bigint, node_identifier text, endpoint text, capacity_per_hour integer)
 LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -208,63 +300,90 @@ BEGIN
           AND (circuit_state <> 'OPEN' OR circuit_opened_until <= now())
         GROUP BY provider
     ), due AS (
-        -- The order is looked up per task in queue order (the OFFSET 0 keeps the
-        -- planner from turning this into a join over every waiting task and a
-        -- sort): whatever the statistics say, a claim reads the queue index from
-        -- its position and stops after `limit` tasks.
-        SELECT t.id, o.target, o.backend
-        FROM order_tasks t
-        CROSS JOIN LATERAL (
-            SELECT o.target, o.backend FROM orders o
-            WHERE o.id = t.order_id AND o.status <> 'COMPLETED'
-            OFFSET 0
-        ) o
+        SELECT t.id, t.order_id, t.backend
+        FROM order_tasks_open t
         WHERE t.status IN ('PENDING', 'FAILED_RETRYING')
           AND (t.retry_after IS NULL OR t.retry_after <= now())
           AND t.queue_position >= p_from_position
-          AND o.backend IN (SELECT provider FROM healthy)
+          AND t.backend IN (SELECT provider FROM healthy)
           AND NOT EXISTS (
               SELECT 1 FROM chaos_settings c
               WHERE c.enabled AND c.worker_paused AND (c.expires_at IS NULL OR c.expires_at > now()))
         ORDER BY t.queue_position
         LIMIT p_limit
         FOR UPDATE OF t SKIP LOCKED
+    ), closed AS (
+        -- Orders that are COMPLETED although a task is open: the triggers
+        -- never leave that state, but a row changed by hand with them off
+        -- can, and a worker never executes a task of a COMPLETED order. One
+        -- probe per order of the batch, not per task.
+        SELECT d.order_id AS id
+        FROM (SELECT DISTINCT order_id FROM due) d
+        WHERE (SELECT o.status FROM orders o WHERE o.id = d.order_id) = 'COMPLETED'
     ), assigned AS (
-        SELECT d.id, d.target, d.backend,
+        SELECT d.id,
                h.node_ids[1 + ((row_number() OVER () + p_node_offset) % cardinality(h.node_ids))]
                    AS node_id
         FROM due d
         JOIN healthy h ON h.provider = d.backend
+        WHERE d.order_id NOT IN (SELECT c.id FROM closed c)
+    ), claimed AS (
+        UPDATE order_tasks_open t SET
+            status = 'EXECUTING',
+            attempts = t.attempts + 1,
+            lease_owner = p_worker_id,
+            lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+            fencing_token = nextval('order_tasks_fencing_token_seq'),
+            node_id = a.node_id,
+            started_at = now()
+        FROM assigned a
+        WHERE t.id = a.id
+        RETURNING t.id, t.order_id, t.seq, t.quantity, t.attempts, t.fencing_token,
+                  t.queue_position, t.backend, t.node_id
+    ), starting AS (
+        SELECT o.id
+        FROM orders o
+        WHERE o.id = ANY (ARRAY(SELECT DISTINCT c.order_id FROM claimed c))
+          AND (o.status = 'PENDING') IS TRUE  -- a primary-key probe, not a walk of PENDING orders
+        ORDER BY o.id
+        FOR NO KEY UPDATE SKIP LOCKED
+    ), started AS (
+        UPDATE orders o SET
+            status = 'PROCESSING',
+            started_at = COALESCE(o.started_at, now()),
+            updated_at = now()
+        FROM starting s
+        WHERE o.id = s.id
+        RETURNING o.id
+    ), placed AS (
+        UPDATE workers w SET claim_position = (SELECT max(c.queue_position) FROM claimed c)
+        WHERE w.id = p_worker_id
+          AND EXISTS (SELECT 1 FROM claimed)
+        RETURNING w.id
     )
-    UPDATE order_tasks t SET
-        status = 'EXECUTING',
-        attempts = t.attempts + 1,
-        lease_owner = p_worker_id,
-        lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-        fencing_token = nextval('order_tasks_fencing_token_seq'),
-        node_id = a.node_id,
-        started_at = now()
-    FROM assigned a
-    JOIN nodes n ON n.id = a.node_id
-    WHERE t.id = a.id
-    RETURNING t.id, t.order_id, t.seq, t.quantity, t.attempts, t.fencing_token, t.queue_position,
-              a.target, a.backend, n.id AS node_id, n.node_identifier, n.endpoint,
-              n.capacity_per_hour;
+    SELECT c.id, c.order_id, c.seq, c.quantity, c.attempts, c.fencing_token, c.queue_position,
+           o.target, c.backend, n.id, n.node_identifier, n.endpoint, n.capacity_per_hour
+    FROM claimed c
+    JOIN orders o ON o.id = c.order_id
+    JOIN nodes n ON n.id = c.node_id
+    WHERE (SELECT count(*) FROM started) >= 0
+      AND (SELECT count(*) FROM placed) >= 0;
 END;
 $$;
 
--- The outcome write (queries.sql: task_record_outcomes): a batch of
--- completions and failures, each fenced by its claim's token. Retryable
--- failures back off (the worker computes the jittered delay), permanent ones
--- and exhausted attempts go to the dead-letter queue. Planned with one
--- primary-key probe per task; the status guard is written
--- `(status = 'EXECUTING') IS TRUE` so that the partial index of executing
--- tasks cannot serve it at all (under an old snapshot that index keeps an
--- entry for every task that has passed through EXECUTING since).
+-- The outcome write: a batch of completions and failures, each fenced by
+-- its claim's token. A finished task moves to its day's partition in this
+-- statement; the accounting trigger adds its units to its order. The
+-- status guard is written twice on purpose: `status IN (...open...)` lets
+-- the planner see that only the open partition can match, and
+-- `(status = 'EXECUTING') IS TRUE` keeps the partial index of executing
+-- tasks from serving it (under an old snapshot that index keeps an entry for
+-- every task that has passed through EXECUTING since): one probe of the
+-- open partition's id index per task.
 CREATE FUNCTION task_record_outcomes(p_done_ids uuid[], p_done_tokens bigint[],
-                                     p_failed_ids uuid[], p_failed_tokens bigint[],
-                                     p_errors text[], p_permanent boolean[],
-                                     p_delays double precision[], p_max_attempts integer)
+                                                p_failed_ids uuid[], p_failed_tokens bigint[],
+                                                p_errors text[], p_permanent boolean[],
+                                                p_delays double precision[], p_max_attempts integer)
 RETURNS TABLE (id uuid, order_id uuid, status text, attempts integer, quantity integer)
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -282,6 +401,7 @@ BEGIN
         FROM unnest(p_done_ids, p_done_tokens) AS c (id, token)
         WHERE t.id = c.id
           AND t.fencing_token = c.token
+          AND t.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
           AND (t.status = 'EXECUTING') IS TRUE
         RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
     ), failed AS (
@@ -295,11 +415,11 @@ BEGIN
                                   ELSE extract(epoch FROM now()) + f.delay END,
             last_error = f.error,
             executed_at = now()
-        FROM unnest(p_failed_ids, p_failed_tokens, p_errors,
-                    p_permanent, p_delays)
+        FROM unnest(p_failed_ids, p_failed_tokens, p_errors, p_permanent, p_delays)
              AS f (id, token, error, permanent, delay)
         WHERE t.id = f.id
           AND t.fencing_token = f.token
+          AND t.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')
           AND (t.status = 'EXECUTING') IS TRUE
         RETURNING t.id, t.order_id, t.status, t.attempts, t.quantity
     )
@@ -309,152 +429,127 @@ BEGIN
 END;
 $$;
 
-
 -- ===========================================================================
--- 3. Accounting
---
--- Statement-level triggers with transition tables: a statement that changes
--- N tasks costs one aggregate over its own rows and, only for the orders
--- whose counters, first start or reopening change, one UPDATE of orders,
--- whatever N is. Every writer (the worker, the API, an operator's psql
--- session running the runbook) therefore leaves the counters exact.
+-- 5. Accounting
 -- ===========================================================================
 
--- One signed row per task version: +quantity for the new version, -quantity
--- for the old one, so summing per order and status gives the deltas.
-CREATE TYPE task_change AS (order_id uuid, quantity bigint, status text);
-
--- Applies the deltas to orders: counters, PENDING -> PROCESSING on the first
--- start, COMPLETED when every unit is delivered, back to PROCESSING when a
--- task of a COMPLETED order opens again. Orders are locked in id order so
--- that concurrent batches cannot deadlock. Planned without sequential,
--- bitmap, hash or merge scans: a young orders table looks tiny to the
--- planner, and the cached plan kept a sequential scan as it grew. "Is this
--- order still PENDING" is one primary-key probe per order: OFFSET 0 keeps it
--- a per-order subplan, `IS TRUE` keeps the status out of the index condition.
-CREATE FUNCTION order_tasks_apply_changes(changes task_change[])
+-- The deltas of one statement's task rows, applied to their orders: +quantity
+-- for each new row, -quantity for each old row, in COMPLETED and in
+-- FAILED_PERMANENT, summed per order (a row that kept its status cancels
+-- out). `started`: a new row left PENDING; `active`: a new row is open. An
+-- order is touched when a counter changes, or when it is PENDING and a task
+-- started (a claim sets that itself; this covers hand-written SQL).
+-- Planned without sequential, bitmap, hash or merge scans: one primary-key
+-- probe per touched order whatever the statistics say.
+CREATE FUNCTION order_tasks_apply(p_orders uuid[], p_delivered bigint[], p_dead bigint[],
+                                  p_started boolean[], p_active boolean[])
 RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
-DECLARE
-    touched uuid[];
 BEGIN
-    IF cardinality(changes) > 0 THEN
-        WITH d AS (
-            SELECT c.order_id,
-                   COALESCE(SUM(c.quantity) FILTER (WHERE c.status = 'COMPLETED'), 0)        AS d_delivered,
-                   COALESCE(SUM(c.quantity) FILTER (WHERE c.status = 'FAILED_PERMANENT'), 0) AS d_dead,
-                   COALESCE(bool_or(c.quantity > 0 AND c.status <> 'PENDING'), false)        AS started
-            FROM unnest(changes) c
-            GROUP BY c.order_id
-        )
-        SELECT array_agg(d.order_id ORDER BY d.order_id) INTO touched
-        FROM d
-        WHERE d.d_delivered <> 0 OR d.d_dead <> 0
-           OR (d.started AND EXISTS (SELECT 1 FROM orders o
-                                      WHERE o.id = d.order_id
-                                        AND (o.status = 'PENDING') IS TRUE
-                                      OFFSET 0));
+    -- Lock in id order: concurrent statements touching the same orders
+    -- cannot deadlock.
+    PERFORM 1 FROM orders o
+    WHERE o.id IN (SELECT c.order_id
+                     FROM unnest(p_orders, p_delivered, p_dead, p_started)
+                          AS c (order_id, d_delivered, d_dead, started)
+                    WHERE c.d_delivered <> 0 OR c.d_dead <> 0
+                       OR (c.started AND EXISTS (SELECT 1 FROM orders p
+                                                  WHERE p.id = c.order_id
+                                                    AND p.status = 'PENDING')))
+    ORDER BY o.id
+    FOR NO KEY UPDATE;
 
-        IF touched IS NOT NULL THEN
-            -- Lock in id order: concurrent batches touching the same orders
-            -- cannot deadlock.
-            PERFORM 1 FROM orders o WHERE o.id = ANY (touched) ORDER BY o.id FOR NO KEY UPDATE;
-
-            WITH d AS (
-                SELECT c.order_id,
-                       COALESCE(SUM(c.quantity) FILTER (WHERE c.status = 'COMPLETED'), 0)        AS d_delivered,
-                       COALESCE(SUM(c.quantity) FILTER (WHERE c.status = 'FAILED_PERMANENT'), 0) AS d_dead,
-                       COALESCE(bool_or(c.quantity > 0 AND c.status <> 'PENDING'), false)        AS started,
-                       COALESCE(bool_or(c.quantity > 0
-                                AND c.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')), false) AS active
-                FROM unnest(changes) c
-                WHERE c.order_id = ANY (touched)
-                GROUP BY c.order_id
-            )
-            UPDATE orders o SET
-                delivered = o.delivered + d.d_delivered,
-                failed_permanent_plays = o.failed_permanent_plays + d.d_dead,
-                status = CASE
-                    WHEN o.delivered + d.d_delivered = o.quantity THEN 'COMPLETED'
-                    WHEN o.status = 'COMPLETED' AND d.active THEN 'PROCESSING'
-                    WHEN o.status = 'PENDING' AND d.started THEN 'PROCESSING'
-                    ELSE o.status END,
-                started_at = CASE WHEN d.started THEN COALESCE(o.started_at, now()) ELSE o.started_at END,
-                completed_at = CASE
-                    WHEN o.delivered + d.d_delivered = o.quantity THEN COALESCE(o.completed_at, now())
-                    WHEN o.status = 'COMPLETED' AND d.active THEN NULL
-                    ELSE o.completed_at END,
-                updated_at = now()
-            FROM d
-            WHERE o.id = d.order_id
-              AND (d.d_delivered <> 0 OR d.d_dead <> 0
-                   OR (d.started AND o.status = 'PENDING')
-                   OR (d.active AND o.status = 'COMPLETED'));
-        END IF;
-    END IF;
+    UPDATE orders o SET
+        delivered = o.delivered + c.d_delivered,
+        failed_permanent_plays = o.failed_permanent_plays + c.d_dead,
+        status = CASE
+            WHEN o.delivered + c.d_delivered = o.quantity THEN 'COMPLETED'
+            WHEN o.status = 'COMPLETED' AND c.active THEN 'PROCESSING'
+            WHEN o.status = 'PENDING' AND c.started THEN 'PROCESSING'
+            ELSE o.status END,
+        started_at = CASE WHEN c.started THEN COALESCE(o.started_at, now()) ELSE o.started_at END,
+        completed_at = CASE
+            WHEN o.delivered + c.d_delivered = o.quantity THEN COALESCE(o.completed_at, now())
+            WHEN o.status = 'COMPLETED' AND c.active THEN NULL
+            ELSE o.completed_at END,
+        updated_at = now()
+    FROM unnest(p_orders, p_delivered, p_dead, p_started, p_active)
+         AS c (order_id, d_delivered, d_dead, started, active)
+    WHERE o.id = c.order_id
+      AND (c.d_delivered <> 0 OR c.d_dead <> 0
+           OR (c.started AND o.status = 'PENDING')
+           OR (c.active AND o.status = 'COMPLETED'));
 END;
 $$;
 
--- What every accounting trigger calls: the deltas, then, when tasks became
--- due, a notification naming the smallest queue position among them, so an
--- idle claimer steps back only as far as the new work.
-CREATE FUNCTION order_tasks_account(changes task_change[], first_due_position double precision)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM order_tasks_apply_changes(changes);
-    IF first_due_position IS NOT NULL THEN
-        -- Delivered at commit; wakes idle workers at once instead of at their
-        -- next poll. Several in one transaction with the same payload fold
-        -- into one.
-        PERFORM pg_notify('goodfellaz17_tasks_due', first_due_position::text);
-    END IF;
-END;
-$$;
-
--- New tasks count only when inserted in a status other than PENDING
--- (seeding by hand); new due tasks wake the claimers.
 CREATE FUNCTION order_tasks_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    first_due double precision;
 BEGIN
-    PERFORM order_tasks_account(
-        ARRAY(SELECT ROW(n.order_id, n.quantity, n.status)::task_change
-              FROM new_rows n WHERE n.status <> 'PENDING'),
-        (SELECT min(n.queue_position) FROM new_rows n
-          WHERE order_task_is_due(n.status, n.retry_after)));
+    PERFORM order_tasks_apply(array_agg(x.order_id), array_agg(x.d_delivered),
+                              array_agg(x.d_dead), array_agg(x.started), array_agg(x.active))
+    FROM (SELECT n.order_id,
+                 COALESCE(sum(n.quantity) FILTER (WHERE n.status = 'COMPLETED'), 0) AS d_delivered,
+                 COALESCE(sum(n.quantity) FILTER (WHERE n.status = 'FAILED_PERMANENT'), 0) AS d_dead,
+                 bool_or(n.status <> 'PENDING') AS started,
+                 bool_or(n.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING')) AS active
+            FROM new_rows n
+           WHERE n.status <> 'PENDING'
+           GROUP BY n.order_id) x
+    HAVING count(*) > 0;
+    SELECT min(n.queue_position) INTO first_due FROM new_rows n
+    WHERE n.status IN ('PENDING', 'FAILED_RETRYING')
+      AND (n.retry_after IS NULL OR n.retry_after <= now());
+    IF first_due IS NOT NULL THEN
+        -- Delivered at commit: wakes idle workers at once, and says how far
+        -- back in the queue the new work is.
+        PERFORM pg_notify('goodfellaz17_tasks_due', first_due::text);
+    END IF;
     RETURN NULL;
 END;
 $$;
 
--- Reads the transition tables once: a +new and a -old change per task whose
--- status, quantity or order changed, and the smallest position that became due.
+-- Reads each transition table once, with no join between them: a row that
+-- kept its status and quantity adds and takes away the same amount.
 CREATE FUNCTION order_tasks_after_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    changes task_change[];
     first_due double precision;
 BEGIN
-    SELECT COALESCE(array_agg(v.change) FILTER (WHERE v.change IS NOT NULL), '{}'),
-           min(p.first_due)
-      INTO changes, first_due
-      FROM (
-          SELECT n.order_id AS n_order, n.quantity AS n_qty, n.status AS n_status,
-                 o.order_id AS o_order, o.quantity AS o_qty, o.status AS o_status,
-                 (n.status <> o.status OR n.quantity <> o.quantity
-                  OR n.order_id <> o.order_id) AS changed,
-                 min(n.queue_position) FILTER (WHERE order_task_is_due(n.status, n.retry_after)
-                                                 AND NOT order_task_is_due(o.status, o.retry_after))
-                     OVER () AS first_due
-            FROM new_rows n JOIN old_rows o ON o.id = n.id
-      ) p
-      CROSS JOIN LATERAL (VALUES
-          (CASE WHEN p.changed THEN ROW(p.n_order, p.n_qty, p.n_status)::task_change END),
-          (CASE WHEN p.changed THEN ROW(p.o_order, -p.o_qty, p.o_status)::task_change END)
-      ) AS v (change);
-    PERFORM order_tasks_account(changes, first_due);
+    PERFORM order_tasks_apply(array_agg(x.order_id), array_agg(x.d_delivered),
+                              array_agg(x.d_dead), array_agg(x.started), array_agg(x.active))
+    FROM (SELECT c.order_id,
+                 COALESCE(sum(c.delivered), 0) AS d_delivered,
+                 COALESCE(sum(c.dead), 0) AS d_dead,
+                 bool_or(c.started) AS started,
+                 bool_or(c.active) AS active
+            FROM (SELECT n.order_id,
+                         CASE WHEN n.status = 'COMPLETED' THEN n.quantity END AS delivered,
+                         CASE WHEN n.status = 'FAILED_PERMANENT' THEN n.quantity END AS dead,
+                         n.status <> 'PENDING' AS started,
+                         n.status IN ('PENDING', 'EXECUTING', 'FAILED_RETRYING') AS active
+                    FROM new_rows n
+                  UNION ALL
+                  SELECT o.order_id,
+                         CASE WHEN o.status = 'COMPLETED' THEN -o.quantity END,
+                         CASE WHEN o.status = 'FAILED_PERMANENT' THEN -o.quantity END,
+                         false, false
+                    FROM old_rows o
+                   WHERE o.status IN ('COMPLETED', 'FAILED_PERMANENT')) c
+           GROUP BY c.order_id) x
+    WHERE x.d_delivered <> 0 OR x.d_dead <> 0 OR x.started OR x.active
+    HAVING count(*) > 0;
+    SELECT min(n.queue_position) INTO first_due FROM new_rows n
+    WHERE n.status IN ('PENDING', 'FAILED_RETRYING')
+      AND (n.retry_after IS NULL OR n.retry_after <= now());
+    IF first_due IS NOT NULL THEN
+        PERFORM pg_notify('goodfellaz17_tasks_due', first_due::text);
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -462,10 +557,15 @@ $$;
 CREATE FUNCTION order_tasks_after_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM order_tasks_account(
-        ARRAY(SELECT ROW(o.order_id, -o.quantity, o.status)::task_change
-              FROM old_rows o WHERE o.status <> 'PENDING'),
-        NULL);
+    PERFORM order_tasks_apply(array_agg(x.order_id), array_agg(x.d_delivered),
+                              array_agg(x.d_dead), array_agg(false), array_agg(false))
+    FROM (SELECT o.order_id,
+                 COALESCE(-sum(o.quantity) FILTER (WHERE o.status = 'COMPLETED'), 0) AS d_delivered,
+                 COALESCE(-sum(o.quantity) FILTER (WHERE o.status = 'FAILED_PERMANENT'), 0) AS d_dead
+            FROM old_rows o
+           WHERE o.status IN ('COMPLETED', 'FAILED_PERMANENT')
+           GROUP BY o.order_id) x
+    HAVING count(*) > 0;
     RETURN NULL;
 END;
 $$;
@@ -497,15 +597,128 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-
 CREATE TRIGGER orders_complete_closes_tasks AFTER UPDATE OF status ON orders
     FOR EACH ROW
     WHEN (NEW.status = 'COMPLETED' AND OLD.status <> 'COMPLETED' AND NEW.delivered < NEW.quantity)
     EXECUTE FUNCTION orders_after_complete();
 
+-- ===========================================================================
+-- 6. Storage: day partitions made ahead of time, dropped by retention
+-- ===========================================================================
+
+-- One row per day whose partitions exist or existed: what the maintenance
+-- leader did (and the archive's bookkeeping).
+CREATE TABLE storage_days (
+    day          date        PRIMARY KEY,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    archived_at  timestamptz,
+    dropped_at   timestamptz
+);
+
+-- The partitions of one day (UTC), for orders and for finished tasks, if
+-- they do not exist yet. Rows that already sit in a DEFAULT partition for
+-- that day (taken while no partition covered it) are moved in first, so
+-- attaching succeeds: a missing partition never fails an order or a
+-- completion, it only costs this move later.
+CREATE FUNCTION storage_create_day(p_day date) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    lo constant uuid := uuid_v7_floor(p_day::timestamp AT TIME ZONE 'UTC');
+    hi constant uuid := uuid_v7_floor((p_day + 1)::timestamp AT TIME ZONE 'UTC');
+    orders_part constant text := 'orders_p' || to_char(p_day, 'YYYYMMDD');
+    tasks_part constant text := 'order_tasks_finished_p' || to_char(p_day, 'YYYYMMDD');
+BEGIN
+    IF to_regclass(orders_part) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    -- The move below is a DELETE and an INSERT, not row movement: a writer
+    -- that waited on a moved row's lock would find it deleted and skip it.
+    -- So writers of the DEFAULT partitions wait for this transaction instead,
+    -- and then find the rows where they now are.
+    LOCK TABLE orders_default, order_tasks_finished_default IN ACCESS EXCLUSIVE MODE;
+    EXECUTE format('CREATE TABLE %I (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
+                   ' WITH (fillfactor = 80)', orders_part);
+    EXECUTE format('CREATE TABLE %I (LIKE order_tasks INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   tasks_part);
+    EXECUTE format('WITH moved AS (DELETE FROM orders_default WHERE id >= %L AND id < %L'
+                   ' RETURNING *) INSERT INTO %I SELECT * FROM moved', lo, hi, orders_part);
+    EXECUTE format('WITH moved AS (DELETE FROM order_tasks_finished_default'
+                   ' WHERE order_id >= %L AND order_id < %L RETURNING *)'
+                   ' INSERT INTO %I SELECT * FROM moved', lo, hi, tasks_part);
+    EXECUTE format('ALTER TABLE orders ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   orders_part, lo, hi);
+    EXECUTE format('ALTER TABLE order_tasks_finished ATTACH PARTITION %I'
+                   ' FOR VALUES FROM (%L) TO (%L)', tasks_part, lo, hi);
+    INSERT INTO storage_days (day) VALUES (p_day)
+    ON CONFLICT (day) DO UPDATE SET created_at = now(), dropped_at = NULL, archived_at = NULL;
+    RETURN true;
+END;
+$$;
+
+-- Every day from p_from to p_to has its partitions; returns how many days
+-- were created.
+CREATE FUNCTION storage_ensure_days(p_from date, p_to date) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    created integer := 0;
+BEGIN
+    FOR d IN 0 .. (p_to - p_from) LOOP
+        IF storage_create_day(p_from + d) THEN
+            created := created + 1;
+        END IF;
+    END LOOP;
+    RETURN created;
+END;
+$$;
+
+-- Why a day's partitions must stay: NULL when every order taken that day
+-- is COMPLETED and has been for the whole retention period (an order still
+-- open, or completed recently, keeps its day).
+CREATE FUNCTION storage_day_blocker(p_day date, p_retention interval) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    orders_part constant text := 'orders_p' || to_char(p_day, 'YYYYMMDD');
+    open_orders bigint;
+    recent_orders bigint;
+BEGIN
+    IF to_regclass(orders_part) IS NULL THEN
+        RETURN 'no partitions';
+    END IF;
+    IF (p_day + 1)::timestamp AT TIME ZONE 'UTC' > now() - p_retention THEN
+        RETURN 'within the retention period';
+    END IF;
+    EXECUTE format('SELECT count(*) FILTER (WHERE status <> ''COMPLETED''),'
+                   '       count(*) FILTER (WHERE status = ''COMPLETED'''
+                   '                          AND completed_at > now() - %L::interval)'
+                   '  FROM %I', p_retention, orders_part)
+        INTO open_orders, recent_orders;
+    IF open_orders > 0 THEN
+        RETURN format('%s order(s) still open', open_orders);
+    END IF;
+    IF recent_orders > 0 THEN
+        RETURN format('%s order(s) completed within the retention period', recent_orders);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Drops a day's two partitions: its orders and their finished tasks leave
+-- together (their open tasks cannot exist: a COMPLETED order has none).
+CREATE FUNCTION storage_drop_day(p_day date) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TABLE IF EXISTS %I', 'order_tasks_finished_p' || to_char(p_day, 'YYYYMMDD'));
+    EXECUTE format('DROP TABLE IF EXISTS %I', 'orders_p' || to_char(p_day, 'YYYYMMDD'));
+    UPDATE storage_days SET dropped_at = now() WHERE day = p_day;
+END;
+$$;
+
+-- The days around today exist from the start.
+SELECT storage_ensure_days((now() AT TIME ZONE 'UTC')::date - 1,
+                           (now() AT TIME ZONE 'UTC')::date + 3);
 
 -- ===========================================================================
--- 4. Nodes: delivery capacity, with a circuit breaker kept from outcomes
+-- 7. Nodes: delivery capacity, with a circuit breaker kept from outcomes
 -- ===========================================================================
 
 CREATE TABLE nodes (
@@ -535,30 +748,8 @@ CREATE TABLE nodes (
 INSERT INTO nodes (provider, node_identifier, capacity_per_hour)
 VALUES ('simulated', 'sim-local-1', 3600000);
 
-
 -- ===========================================================================
--- 5. Workers: one row per worker process that ever ran, kept by its heartbeat
--- ===========================================================================
-
-CREATE TABLE workers (
-    id                 text        PRIMARY KEY,
-    hostname           text        NOT NULL,
-    pid                integer     NOT NULL,
-    status             text        NOT NULL DEFAULT 'RUNNING'
-                                   CHECK (status IN ('RUNNING', 'STOPPING', 'STOPPED')),
-    started_at         timestamptz NOT NULL DEFAULT now(),
-    last_heartbeat_at  timestamptz NOT NULL DEFAULT now(),
-    stopped_at         timestamptz,
-    total_processed    bigint      NOT NULL DEFAULT 0,
-    total_completed    bigint      NOT NULL DEFAULT 0,
-    total_failed       bigint      NOT NULL DEFAULT 0,
-    total_retries      bigint      NOT NULL DEFAULT 0,
-    recovered_orphans  bigint      NOT NULL DEFAULT 0
-);
-
-
--- ===========================================================================
--- 6. Chaos injection
+-- 8. Chaos injection
 -- ===========================================================================
 
 -- One row: chaos injection applies to every worker sharing this database.
@@ -574,9 +765,8 @@ CREATE TABLE chaos_settings (
 );
 INSERT INTO chaos_settings (id) VALUES (1);
 
-
 -- ===========================================================================
--- 7. Operator actions: the audit trail of the admin API, CLI and console
+-- 9. Operator actions: the audit trail of the admin API, CLI and console
 -- ===========================================================================
 
 CREATE TABLE operator_actions (
@@ -588,12 +778,12 @@ CREATE TABLE operator_actions (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX operator_actions_order_idx ON operator_actions (order_id, created_at DESC);
-
+-- Retention reads it by age.
+CREATE INDEX operator_actions_created_at_idx ON operator_actions (created_at);
 
 -- ===========================================================================
--- 8. Invariants: the one definition, shared by the API, the CLI, the
--- metrics and the tests. Set-based: one aggregate over order_tasks answers
--- for every order at once; filtered by order_id it becomes an index lookup.
+-- 10. Invariants: the one definition, shared by the API, the CLI, the
+-- metrics and the tests; the global check reads only what can have changed
 -- ===========================================================================
 
 CREATE TABLE invariant_check_log (
@@ -623,13 +813,13 @@ CREATE INDEX invariant_check_log_global_idx ON invariant_check_log (check_timest
 CREATE VIEW v_order_invariants AS
 WITH per_order AS (
     SELECT o.id AS order_id, o.status, o.quantity, o.delivered, o.failed_permanent_plays,
-           COALESCE(t.task_sum, 0)       AS task_sum,
-           COALESCE(t.completed_sum, 0)  AS completed_sum,
-           COALESCE(t.dead_sum, 0)       AS dead_sum,
-           COALESCE(t.task_count, 0)     AS task_count,
+           COALESCE(t.task_sum, 0)        AS task_sum,
+           COALESCE(t.completed_sum, 0)   AS completed_sum,
+           COALESCE(t.dead_sum, 0)        AS dead_sum,
+           COALESCE(t.task_count, 0)      AS task_count,
            COALESCE(t.completed_count, 0) AS completed_count,
-           COALESCE(t.open_count, 0)     AS open_count,
-           COALESCE(t.expired_count, 0)  AS expired_count
+           COALESCE(t.open_count, 0)      AS open_count,
+           COALESCE(t.expired_count, 0)   AS expired_count
     FROM orders o
     LEFT JOIN (
         SELECT order_id,
@@ -668,7 +858,25 @@ CROSS JOIN LATERAL (VALUES
         p.expired_count = 0)
 ) AS c (check_name, expected, actual, passed);
 
--- The runbook's `SELECT * FROM v_invariant_health`.
+-- The orders whose invariants the global check reads: every order not found
+-- exact since its row last changed (open orders, finished ones changed since,
+-- by anyone, with or without triggers). A finished order found exact is
+-- marked verified, with the transaction's id, and its tasks are not read
+-- again while its row is that version, so the check costs a scan of the
+-- orders rows plus what open work and recent changes cost, never a read of
+-- every task in history.
+CREATE VIEW v_unverified_orders AS
+SELECT o.id, o.xmin AS version, o.status
+FROM orders o
+WHERE o.verified_xid IS NULL OR o.xmin <> o.verified_xid;
+
+CREATE VIEW v_unverified_invariants AS
+SELECT i.*
+FROM v_unverified_orders u
+CROSS JOIN LATERAL (SELECT v.* FROM v_order_invariants v WHERE v.order_id = u.id) i;
+
+-- The runbook's `SELECT * FROM v_invariant_health`: the log's last 24 hours,
+-- and the orders violating an invariant now (only unverified orders can).
 CREATE VIEW v_invariant_health AS
 SELECT
     (SELECT count(*) FROM invariant_check_log
@@ -681,14 +889,11 @@ SELECT
     (SELECT count(*) FROM orders)                                           AS orders_total,
     CASE WHEN v.orders_currently_violating = 0 THEN 'HEALTHY' ELSE 'VIOLATED' END AS status
 FROM (SELECT count(DISTINCT order_id) AS orders_currently_violating
-        FROM v_order_invariants WHERE NOT passed) v;
-
+        FROM v_unverified_invariants WHERE NOT passed) v;
 
 -- ===========================================================================
--- 9. Console sessions: server-side, so logout, idle timeout and lifetime end
--- them. The cookie holds a random id; only its SHA-256 is kept here.
--- `key_binding` says which configured key opened it (an HMAC under the
--- session secret); `flash` is a one-shot notice for one page.
+-- 11. Console sessions: server-side, so logout, idle timeout and lifetime end
+-- them
 -- ===========================================================================
 
 CREATE TABLE console_sessions (

@@ -20,17 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from goodfellaz17.db.pool import AsyncConn
 from goodfellaz17.db.repository import Repository, Row
+from goodfellaz17.db.transient import retrying_transient
 from goodfellaz17.domain.states import OrderStatus
 from goodfellaz17.errors import Conflict, NotFound
 from goodfellaz17.logs import get_logger
@@ -41,24 +35,6 @@ RETRY_NOW = "retry_now"
 DRAIN_DEAD_LETTERS = "drain_dead_letters"
 FORCE_COMPLETE = "force_complete"
 CANCEL = "cancel"
-
-# Deadlock victims and serialization failures: safe to run again from the top.
-# Named one by one: psycopg does not derive them from TransactionRollback.
-TRANSIENT_DB_ERRORS = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.TransactionRollback,
-)
-MAX_TRANSACTION_ATTEMPTS = 5
-
-
-def transaction_retrying() -> AsyncRetrying:
-    return AsyncRetrying(
-        retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
-        stop=stop_after_attempt(MAX_TRANSACTION_ATTEMPTS),
-        wait=wait_random_exponential(multiplier=0.02, max=0.5),
-        reraise=True,
-    )
 
 
 @dataclass(slots=True)
@@ -144,7 +120,7 @@ async def _perform(
             details=details,
         )
 
-    result: ActionResult = await transaction_retrying()(once)
+    result: ActionResult = await retrying_transient()(once)
     return result
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from psycopg.rows import DictRow
 
 from goodfellaz17.db.repository import Repository
+from goodfellaz17.db.transient import retrying_transient
 from goodfellaz17.domain.retry import OrphanPolicy
 from goodfellaz17.domain.states import TaskStatus
 from goodfellaz17.worker.counters import BoundMetrics, WorkerCounters
@@ -79,10 +80,13 @@ class OrphanRescuer:
     async def _rescue_batch(self) -> list[DictRow]:
         """The one place the rescue statements run: lock the expired claims,
         decide each one with the policy, apply the decisions; one transaction."""
-        async with self._repo.transaction() as conn:
-            orphans = await self._repo.task_lock_orphans(conn, limit=RESCUE_BATCH)
-            rescues = self._policy.rescue_all(orphans)
-            return await self._repo.task_rescue_orphans(conn, rescues)
+        async for attempt in retrying_transient():  # a task may move meanwhile
+            with attempt:
+                async with self._repo.transaction() as conn:
+                    orphans = await self._repo.task_lock_orphans(conn, limit=RESCUE_BATCH)
+                    rescues = self._policy.rescue_all(orphans)
+                    return await self._repo.task_rescue_orphans(conn, rescues)
+        raise AssertionError("retrying_transient reraises")  # pragma: no cover
 
     def _count_rescued(self, row: DictRow) -> str:
         c, m = self._counters, self._m

@@ -7,11 +7,18 @@ counters and histograms, plus the database gauges), without an API key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from goodfellaz17.logs import get_logger
-from goodfellaz17.metrics import DatabaseGaugeCollector, MetricsExporter, new_process_registry
+from goodfellaz17.metrics import (
+    DatabaseGaugeCollector,
+    MetricsExporter,
+    new_process_registry,
+    storage_metrics,
+)
 from goodfellaz17.metrics_server import MetricsServer
+from goodfellaz17.services.storage import StorageMaintenance
 from goodfellaz17.settings import Settings
 from goodfellaz17.worker.worker import OrderDeliveryWorker
 
@@ -30,9 +37,18 @@ async def run_worker_process(settings: Settings, database_url: str) -> None:
             MetricsExporter(registry, gauges), settings.host, settings.metrics_port
         )
         await metrics_server.start()
+    maintenance = None
+    if settings.maintenance_interval_seconds > 0:
+        # Any replica may lead the storage maintenance (an advisory lock picks one).
+        storage = StorageMaintenance(worker.repo, settings, storage_metrics(registry))
+        maintenance = asyncio.create_task(storage.run(), name="storage-maintenance")
     try:
         await _run_until_signalled(settings, worker)
     finally:
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
         if metrics_server is not None:
             await metrics_server.stop()
 

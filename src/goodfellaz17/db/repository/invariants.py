@@ -20,10 +20,12 @@ class InvariantQueries(RepositoryBase):
         return await self._fetchall("invariant_order_checks", {"order_id": order_id}, conn)
 
     async def invariant_global_summary(
-        self, conn: AsyncConn, max_violations: int = 1000
+        self, conn: AsyncConn, *, recheck: int, max_violations: int = 1000
     ) -> DictRow:
         row = await self._fetchone(
-            "invariant_global_summary", {"max_violations": max_violations}, conn
+            "invariant_global_summary",
+            {"recheck": recheck, "max_violations": max_violations},
+            conn,
         )
         assert row is not None
         return row

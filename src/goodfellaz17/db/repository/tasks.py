@@ -54,7 +54,7 @@ class TaskQueries(RepositoryBase):
         from_position: float = float("-inf"),
         node_offset: int = 0,
     ) -> list[ClaimedTask]:
-        rows = await self._fetchall(
+        rows = await self._fetchall_again_if_moved(
             "task_claim_batch",
             {
                 "worker_id": worker_id,
@@ -99,7 +99,7 @@ class TaskQueries(RepositoryBase):
     ) -> list[DictRow]:
         """Fenced batch of completions and failures in one statement; returns
         id, order_id, new status, attempts, quantity of the tasks that changed."""
-        return await self._fetchall(
+        return await self._fetchall_again_if_moved(
             "task_record_outcomes",
             {
                 "done_ids": [s[0] for s in successes],
@@ -117,7 +117,7 @@ class TaskQueries(RepositoryBase):
     async def task_release_many(
         self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]]
     ) -> set[uuid.UUID]:
-        rows = await self._fetchall(
+        rows = await self._fetchall_again_if_moved(
             "task_release_many",
             {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
             conn,
@@ -127,7 +127,7 @@ class TaskQueries(RepositoryBase):
     async def task_extend_leases(
         self, conn: AsyncConn, claims: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
     ) -> set[uuid.UUID]:
-        rows = await self._fetchall(
+        rows = await self._fetchall_again_if_moved(
             "task_extend_leases",
             {
                 "ids": [c[0] for c in claims],
